@@ -1,0 +1,11 @@
+"""ComfyUI-GenArt: VQGAN + latent diffusion pipelines as typed nodes (ComfyUI entry point).
+
+ComfyUI imports this file by path under the folder's name, beside its own top-level `nodes` module,
+so every import of our own code here and below is relative.
+"""
+from .graph.comfy import node_class_mappings
+from .nodes import REGISTRY
+
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = node_class_mappings(REGISTRY)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "REGISTRY"]

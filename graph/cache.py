@@ -1,0 +1,155 @@
+"""Output caches: structural keys, an in-memory LRU with a byte budget, and a persistent disk cache.
+
+A node's key hashes its class_type, version, constants, file fingerprints and the keys (plus output
+index) of the nodes feeding it; node ids are not part of it, so identical subgraphs share results.
+In-memory outputs stay where they were made (a GPU tensor stays on the GPU).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+Outputs = tuple[Any, ...]
+
+
+def structural_key(class_type: str, version: int, constants: dict[str, Any],
+                   inputs: Iterable[tuple[str, str, int]], fingerprint: str = "") -> str:
+    """Hex digest of a node's identity; `inputs` are (input name, source key, output index)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{class_type}\x00{version}\x00{fingerprint}\x00".encode())
+    h.update(repr(sorted(constants.items())).encode())
+    for name, key, index in sorted(inputs):
+        h.update(f"\x00{name}={key}:{index}".encode())
+    return h.hexdigest()
+
+
+def file_fingerprint(path: Path) -> str:
+    """Size and modification time: cheap, and changes whenever the file is rewritten."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}:missing"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by tensors inside a value (dicts, lists, tuples followed)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value)
+    return 0
+
+
+class OutputCache:
+    """In-process LRU cache of node outputs by structural key, bounded in bytes."""
+
+    def __init__(self, budget_bytes: int = 4 << 30) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self._entries: OrderedDict[str, tuple[Outputs, int]] = OrderedDict()
+
+    def get(self, key: str) -> Outputs | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: str, outputs: Outputs) -> None:
+        size = nbytes(outputs)
+        if size > self.budget:
+            return  # larger than the whole budget: keeping it would evict everything for nothing
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+        self._entries[key] = (outputs, size)
+        self.used += size
+        while self.used > self.budget and self._entries:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.used -= evicted
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.used = 0
+
+
+class DiskCache:
+    """Outputs of expensive nodes as safetensors files named by structural key; reused across processes.
+
+    Only tensors, dicts of tensors and JSON scalars are stored; anything else (a model object) is not
+    serializable and is simply not persisted.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.safetensors"
+
+    def has(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def get(self, key: str, device: torch.device) -> Outputs | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            layout = json.loads(f.metadata()["genart_layout"])
+        tensors = load_file(str(path), device=str(device))
+        return tuple(_unflatten(item, tensors) for item in layout)
+
+    def put(self, key: str, outputs: Outputs) -> bool:
+        tensors: dict[str, torch.Tensor] = {}
+        try:
+            layout = [_flatten(v, f"o{i}", tensors) for i, v in enumerate(outputs)]
+        except TypeError:
+            return False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".tmp-{key}-{os.getpid()}.safetensors"
+        save_file({k: t.detach().contiguous().cpu() for k, t in tensors.items()}, str(tmp),
+                  metadata={"genart_layout": json.dumps(layout)})
+        os.replace(tmp, self._path(key))
+        return True
+
+
+def _flatten(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors[name] = value
+        return {"tensor": name}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"dict": {k: _flatten(v, f"{name}.{k}", tensors) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return {"list": [_flatten(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return {"value": value}
+    raise TypeError(f"{type(value).__name__} is not serializable")
+
+
+def _unflatten(item: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
+    if "tensor" in item:
+        return tensors[item["tensor"]]
+    if "dict" in item:
+        return {k: _unflatten(v, tensors) for k, v in item["dict"].items()}
+    if "list" in item:
+        return [_unflatten(v, tensors) for v in item["list"]]
+    return item["value"]
+

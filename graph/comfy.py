@@ -1,0 +1,151 @@
+"""The ComfyUI side: V1 node classes and /object_info entries generated from node specs.
+
+Nothing here imports ComfyUI at module level; inside ComfyUI the generated classes reach its
+folder_paths, progress bar and interruption check lazily, at run time.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .context import RunContext, RunSettings
+from .executor import invoke
+from .node import Node
+from .registry import Registry
+from .safety import Paths
+from .spec import NodeSpec
+
+HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
+
+
+def object_info_entry(spec: NodeSpec, python_module: str = "custom_nodes.ComfyUI-GenArt") -> dict[str, Any]:
+    """The node as ComfyUI's GET /object_info describes it (used by the UI-format converter)."""
+    types = spec.input_types()
+    return {
+        "input": {**types, "hidden": dict(HIDDEN)},
+        "input_order": {section: list(entries) for section, entries in types.items()} | {"hidden": list(HIDDEN)},
+        "output": [o.type for o in spec.outputs],
+        "output_is_list": [False for _ in spec.outputs],
+        "output_name": [o.name for o in spec.outputs],
+        "output_tooltips": [o.description for o in spec.outputs],
+        "name": spec.class_type,
+        "display_name": spec.display_name,
+        "description": spec.description,
+        "python_module": python_module,
+        "category": spec.category,
+        "output_node": spec.output_node,
+    }
+
+
+def object_info(registry: Registry) -> dict[str, dict[str, Any]]:
+    return {name: object_info_entry(cls.spec) for name, cls in registry.items()}
+
+
+def comfyui_settings() -> RunSettings:
+    """Run settings that use ComfyUI's folders, device, progress bar and interrupt flag."""
+    import comfy.model_management as mm  # type: ignore[import-not-found]
+    import folder_paths  # type: ignore[import-not-found]
+
+    def model_lookup(kind: str, name: str) -> str | None:
+        try:
+            return folder_paths.get_full_path(kind, name)
+        except Exception:  # noqa: BLE001 - an unknown folder kind in ComfyUI raises KeyError or similar
+            return None
+
+    paths = Paths(input_dir=_path(folder_paths.get_input_directory()),
+                  output_dir=_path(folder_paths.get_output_directory()),
+                  temp_dir=_path(folder_paths.get_temp_directory()),
+                  models_dirs=[_path(folder_paths.models_dir)], model_lookup=model_lookup)
+    return RunSettings(paths=paths, device=mm.get_torch_device(), progress_factory=_ComfyProgress,
+                       interrupt_hook=mm.throw_exception_if_processing_interrupted)
+
+
+def _path(p: str) -> Any:
+    from pathlib import Path
+
+    return Path(p)
+
+
+class _ComfyProgress:
+    def __init__(self, total: int, desc: str) -> None:
+        import comfy.utils  # type: ignore[import-not-found]
+
+        self.bar = comfy.utils.ProgressBar(total)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        pass
+
+
+def _in_comfyui() -> bool:
+    try:
+        import folder_paths  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def comfy_class(cls: type[Node], settings_factory: Any = None) -> type:
+    """A ComfyUI V1 node class for `cls`, generated from its spec."""
+    spec = cls.spec
+    get_settings = settings_factory or (comfyui_settings if _in_comfyui() else RunSettings)
+
+    def input_types(_: type) -> dict[str, Any]:
+        types = spec.input_types()
+        settings = get_settings()
+        for ins in spec.file_inputs:
+            if ins.file is None:
+                continue
+            section = "required" if ins.required else "optional"
+            _, opts = types[section][ins.name]
+            files = settings.paths.list_files(ins.file.folder, ins.file.extensions)
+            types[section][ins.name] = (files or [""], opts)
+        return {**types, "hidden": dict(HIDDEN)}
+
+    def is_changed(_: type, **kwargs: Any) -> Any:
+        if not spec.cacheable:
+            return math.nan
+        settings = get_settings()
+        parts = []
+        for ins in spec.file_inputs:
+            name = kwargs.get(ins.name)
+            if isinstance(name, str) and name and ins.file is not None:
+                from .cache import file_fingerprint
+
+                parts.append(file_fingerprint(settings.paths.resolve_input(ins.file.folder, name)))
+        return "|".join(parts)
+
+    def execute(self: Any, prompt: Any = None, extra_pnginfo: Any = None, unique_id: Any = None,
+                **kwargs: Any) -> Any:
+        workflow = extra_pnginfo.get("workflow") if isinstance(extra_pnginfo, dict) else None
+        ctx = RunContext(get_settings(), str(unique_id or ""), spec.class_type, prompt, workflow)
+        outputs, ui = invoke(cls, kwargs, ctx, validated=False)
+        return {"ui": ui, "result": outputs} if ui else outputs
+
+    attrs: dict[str, Any] = {
+        "INPUT_TYPES": classmethod(input_types),
+        "RETURN_TYPES": tuple(o.type for o in spec.outputs),
+        "RETURN_NAMES": tuple(o.name for o in spec.outputs),
+        "OUTPUT_TOOLTIPS": tuple(o.description for o in spec.outputs),
+        "FUNCTION": "execute",
+        "CATEGORY": spec.category,
+        "DESCRIPTION": spec.description,
+        "OUTPUT_NODE": spec.output_node,
+        "execute": execute,
+        "GENART_NODE": cls,
+        "__doc__": spec.description,
+    }
+    if spec.file_inputs or not spec.cacheable:
+        attrs["IS_CHANGED"] = classmethod(is_changed)
+    if not spec.cacheable:
+        attrs["NOT_IDEMPOTENT"] = True
+    return type(spec.class_type, (), attrs)
+
+
+def node_class_mappings(registry: Registry) -> tuple[dict[str, type], dict[str, str]]:
+    """NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS; headless-only stand-ins are left out."""
+    classes = {n: comfy_class(c) for n, c in registry.items() if not c.HEADLESS_ONLY}
+    names = {n: registry.spec(n).display_name for n in classes}  # type: ignore[union-attr]
+    return classes, names

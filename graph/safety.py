@@ -1,0 +1,135 @@
+"""Where a workflow may read and write, and the size limits checked before anything runs.
+
+Workflows come from strangers: file inputs resolve inside allowed roots, outputs land inside the
+output directory only (no `..`, no absolute paths), written atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Limits checked at validation time (node fields use them as bounds).
+MAX_RESOLUTION = 8192
+MAX_PIXELS = 4096 * 4096
+MAX_BATCH = 256
+MAX_STEPS = 1000
+MAX_ITERATIONS = 10000
+
+
+class UnsafePathError(ValueError):
+    """A path from a workflow points outside the folders it may use."""
+
+
+def _default_root(name: str) -> Path:
+    return Path.cwd() / name
+
+
+@dataclass
+class Paths:
+    """Allowed roots. `models_dirs` are searched in order for "models/<kind>" file inputs."""
+
+    input_dir: Path = field(default_factory=lambda: _default_root("input"))
+    output_dir: Path = field(default_factory=lambda: _default_root("output"))
+    temp_dir: Path = field(default_factory=lambda: _default_root("temp"))
+    models_dirs: list[Path] = field(default_factory=lambda: [_default_root("models")])
+    allow_any_path: bool = False
+    # Inside ComfyUI: (kind, name) -> full path from its model folders, or None.
+    model_lookup: Callable[[str, str], str | None] | None = None
+
+    def resolve_input(self, folder: str, name: str) -> Path:
+        """The file a workflow's `name` refers to in `folder` ("input" or "models/<kind>")."""
+        if not isinstance(name, str) or not name.strip():
+            raise UnsafePathError(f"empty file name for {folder!r}")
+        if self.allow_any_path and os.path.isabs(name):
+            return Path(name)
+        if folder == "input":
+            return confine(self.input_dir, name, what="input file")
+        if folder.startswith("models/"):
+            kind = folder.split("/", 1)[1]
+            if self.model_lookup is not None:
+                found = self.model_lookup(kind, name)
+                if found:
+                    return Path(found)
+            candidates = [confine(root / kind, name, what="model file") for root in self.models_dirs]
+            return next((c for c in candidates if c.exists()), candidates[0])
+        raise UnsafePathError(f"unknown file folder {folder!r}")
+
+    def list_files(self, folder: str, extensions: tuple[str, ...] = ()) -> list[str]:
+        """Files under a folder, as names relative to it (what a ComfyUI combo widget lists)."""
+        roots = [self.input_dir] if folder == "input" else [r / folder.split("/", 1)[1] for r in self.models_dirs]
+        names: set[str] = set()
+        for root in roots:
+            if root.is_dir():
+                for p in root.rglob("*"):
+                    if p.is_file() and (not extensions or p.suffix.lower() in extensions):
+                        names.add(p.relative_to(root).as_posix())
+        return sorted(names)
+
+
+def confine(root: Path, relative: str, what: str = "path") -> Path:
+    """`root / relative`, refused if it is absolute or leaves `root` (symlinks resolved)."""
+    if os.path.isabs(relative) or re.match(r"^[A-Za-z]:", relative) or relative.startswith("\\"):
+        raise UnsafePathError(
+            f"{what} {relative!r} is an absolute path; give a name relative to {root} "
+            "(or pass --allow-any-path to read anywhere)")
+    base = root.resolve()
+    target = (base / relative).resolve()
+    if target != base and base not in target.parents:
+        raise UnsafePathError(f"{what} {relative!r} leaves {root}; '..' may not climb out of it")
+    return target
+
+
+_PREFIX_OK = re.compile(r"[^A-Za-z0-9._\- /]")
+
+
+def output_prefix(output_dir: Path, prefix: str) -> tuple[Path, str]:
+    """Split a filename prefix like "runs/cat" into (folder inside output_dir, file stem).
+
+    Subfolders are allowed, as in ComfyUI; absolute paths, `..` and characters outside
+    [A-Za-z0-9._- /] are refused with a message rather than silently rewritten.
+    """
+    if not prefix or not prefix.strip():
+        raise UnsafePathError("filename_prefix is empty")
+    if os.path.isabs(prefix) or prefix.startswith(("\\", "~")) or re.match(r"^[A-Za-z]:", prefix):
+        raise UnsafePathError(f"filename_prefix {prefix!r} is an absolute path; outputs stay inside the output folder")
+    parts = prefix.replace("\\", "/").split("/")
+    if any(p in ("..", ".") for p in parts):
+        raise UnsafePathError(f"filename_prefix {prefix!r} contains '..' or '.'; outputs stay inside the output folder")
+    bad = sorted(set(_PREFIX_OK.findall(prefix)))
+    if bad:
+        raise UnsafePathError(f"filename_prefix {prefix!r} contains characters {bad}; use letters, digits, . _ - / and spaces")
+    if not parts[-1].strip():
+        raise UnsafePathError(f"filename_prefix {prefix!r} has no file name after the last '/'")
+    folder = confine(output_dir, "/".join(parts[:-1]) or ".", what="filename_prefix")
+    return folder, parts[-1]
+
+
+def next_counter(folder: Path, stem: str) -> int:
+    """ComfyUI's counter: one more than the highest `<stem>_<NNNNN>_.*` already in the folder."""
+    pattern = re.compile(re.escape(stem) + r"_(\d+)_\.")
+    highest = 0
+    if folder.is_dir():
+        for entry in os.scandir(folder):
+            m = pattern.match(entry.name)
+            if m:
+                highest = max(highest, int(m.group(1)))
+    return highest + 1
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,44 @@
+"""Socket types, declared once.
+
+ComfyUI's own names are used where they exist so our nodes plug into LoadImage, SaveImage, latent and
+mask nodes without conversion; our own are prefixed `GENART_`. A field annotated with one of these
+aliases becomes a socket (a link input or an output) of that type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Socket:
+    """Marks an annotation as a socket of ComfyUI type `name`."""
+
+    name: str
+
+
+IMAGE = "IMAGE"
+LATENT = "LATENT"
+MASK = "MASK"
+
+# Tensor conventions (ComfyUI's): IMAGE float32 [B, H, W, C] in [0, 1]; MASK float [B, H, W] in [0, 1];
+# LATENT a dict with "samples" [B, C, h, w] (raw, unscaled) and optional "noise_mask", "batch_index".
+Image = Annotated[torch.Tensor, Socket(IMAGE)]
+Mask = Annotated[torch.Tensor, Socket(MASK)]
+Latent = Annotated[dict, Socket(LATENT)]
+
+# Our own concepts: one type name each.
+VQModelRef = Annotated[Any, Socket("GENART_VQMODEL")]
+AutoencoderRef = Annotated[Any, Socket("GENART_AUTOENCODER")]
+DenoiserRef = Annotated[Any, Socket("GENART_DENOISER")]
+SchedulerRef = Annotated[Any, Socket("GENART_SCHEDULER")]
+Conditioning = Annotated[Any, Socket("GENART_CONDITIONING")]
+Codes = Annotated[Any, Socket("GENART_CODES")]
+Metrics = Annotated[Any, Socket("GENART_METRICS")]
+
+# Plain values that may also travel over links (ComfyUI primitive sockets).
+IntSocket = Annotated[int, Socket("INT")]
+FloatSocket = Annotated[float, Socket("FLOAT")]
+StringSocket = Annotated[str, Socket("STRING")]

@@ -1,0 +1,264 @@
+"""Validation: every problem of an API-format prompt, collected before anything runs.
+
+The result is a `Plan`: the nodes that feed output nodes, in topological order, with their constants
+converted to the declared types. Problems come back in ComfyUI's error shape (`WorkflowInvalid`).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from .context import RunContext, RunSettings
+from .errors import NodeError, WorkflowInvalid
+from .node import Node
+from .registry import Registry
+from .safety import UnsafePathError
+from .spec import NodeSpec, describe_validation_error
+
+Link = tuple[str, int]
+
+
+@dataclass
+class PlannedNode:
+    id: str
+    cls: type[Node]
+    spec: NodeSpec
+    constants: dict[str, Any]
+    links: dict[str, Link]
+    title: str | None = None
+
+
+@dataclass
+class Plan:
+    nodes: dict[str, PlannedNode]
+    order: list[str]
+    outputs: list[str]
+    consumers: dict[str, int] = field(default_factory=dict)
+
+
+def is_link(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def _unwrap(value: Any) -> Any:
+    """ComfyUI's frontend sends list constants as {"__value__": [...]}, so they can't pass for links."""
+    if isinstance(value, dict) and set(value) == {"__value__"}:
+        return value["__value__"]
+    return value
+
+
+def types_match(output_type: str, input_type: str) -> bool:
+    """ComfyUI's rule: equal names, '*' matches anything, comma-separated unions."""
+    if output_type == input_type or "*" in (output_type, input_type):
+        return True
+    return bool(set(output_type.split(",")) & set(input_type.split(",")))
+
+
+class _Collector:
+    def __init__(self, prompt: dict[str, Any]) -> None:
+        self.prompt = prompt
+        self.errors: dict[str, list[NodeError]] = {}
+
+    def add(self, node_id: str, error: NodeError) -> None:
+        self.errors.setdefault(node_id, []).append(error)
+
+
+def validate(prompt: Any, registry: Registry, settings: RunSettings | None = None,
+             outputs: list[str] | None = None) -> Plan:
+    """Check `prompt` (API format) and return its Plan; raise WorkflowInvalid listing every problem.
+
+    `outputs` restricts the run to those output nodes (default: every output node in the prompt).
+    """
+    settings = settings or RunSettings()
+    if not isinstance(prompt, dict) or not prompt:
+        raise WorkflowInvalid(_top("invalid_prompt", "Invalid prompt: expected a non-empty object "
+                                   "{node_id: {class_type, inputs}}"), {})
+    prompt = {str(k): v for k, v in prompt.items()}
+    found = _Collector(prompt)
+    classes: dict[str, type[Node]] = {}
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            found.add(str(node_id), NodeError("invalid_prompt", "Node entry must be an object with a "
+                                              "'class_type' string and an 'inputs' object"))
+            continue
+        cls = registry.get(node["class_type"])
+        if cls is None:
+            found.add(str(node_id), NodeError(
+                "missing_node_type", f"Node type {node['class_type']!r} does not exist; "
+                "run with --list-nodes to see the available ones"))
+            continue
+        if not isinstance(node.get("inputs", {}), dict):
+            found.add(str(node_id), NodeError("invalid_prompt", "'inputs' must be an object"))
+            continue
+        classes[str(node_id)] = cls
+
+    if outputs is not None:
+        unknown = [o for o in outputs if o not in classes or not classes[o].spec.output_node]
+        if unknown:
+            raise WorkflowInvalid(_top("prompt_no_outputs", "Requested outputs are not output nodes",
+                                       ", ".join(unknown)), _group(found.errors, prompt, {}))
+        wanted = list(outputs)
+    else:
+        wanted = [i for i, c in classes.items() if c.spec.output_node]
+    if not wanted:
+        raise WorkflowInvalid(_top("prompt_no_outputs", "Prompt has no outputs",
+                                   "add an output node such as a save or preview node"),
+                              _group(found.errors, prompt, {}))
+
+    relevant = _ancestors(prompt, wanted)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(i for i in relevant if i in prompt)
+    planned: dict[str, PlannedNode] = {}
+    for node_id in relevant:
+        if node_id not in classes:
+            continue
+        cls = classes[node_id]
+        node = prompt[node_id]
+        pn = _check_node(node_id, node, cls, prompt, classes, settings, found)
+        planned[node_id] = pn
+        for src, _ in pn.links.values():
+            if src in prompt:
+                graph.add_edge(src, node_id)
+
+    cycle_error = None
+    try:
+        order = list(nx.topological_sort(graph))
+    except nx.NetworkXUnfeasible:
+        cycle = [u for u, _ in nx.find_cycle(graph)]
+        names = " -> ".join(f"{n} ({prompt[n].get('class_type')})" for n in [*cycle, cycle[0]])
+        for n in cycle:
+            found.add(n, NodeError("dependency_cycle", f"Node is on a dependency cycle: {names}"))
+        cycle_error = _top("dependency_cycle", "Workflow contains a dependency cycle", names)
+        order = []
+    if found.errors:
+        dependents = _dependent_outputs(graph, wanted, found.errors)
+        raise WorkflowInvalid(cycle_error or _top("prompt_outputs_failed_validation",
+                                                  "Prompt outputs failed validation"),
+                              _group(found.errors, prompt, dependents))
+    consumers: dict[str, int] = {}
+    for pn in planned.values():
+        for src, _ in pn.links.values():
+            consumers[src] = consumers.get(src, 0) + 1
+    return Plan(planned, order, wanted, consumers)
+
+
+def _ancestors(prompt: dict[str, Any], wanted: list[str]) -> list[str]:
+    """Output nodes and everything that feeds them, by one breadth-first walk over the links."""
+    seen = set(wanted)
+    queue = deque(wanted)
+    while queue:
+        node = prompt.get(queue.popleft())
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        for value in inputs.values():
+            if is_link(value):
+                src = str(value[0])
+                if src not in seen:
+                    seen.add(src)
+                    queue.append(src)
+    return list(seen)
+
+
+def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dict[str, Any],
+                classes: dict[str, type[Node]], settings: RunSettings, found: _Collector) -> PlannedNode:
+    spec = cls.spec
+    given = node.get("inputs", {})
+    constants: dict[str, Any] = {}
+    links: dict[str, Link] = {}
+    for name, raw in given.items():
+        ins = spec.inputs.get(name)
+        if ins is None:
+            found.add(node_id, NodeError(
+                "invalid_input_name", f"Unknown input {name!r}; {spec.class_type} takes "
+                f"{', '.join(spec.inputs) or 'no inputs'}", name, raw))
+            continue
+        if is_link(raw):
+            src, index = str(raw[0]), raw[1]
+            links[name] = (src, index)
+            _check_link(node_id, name, ins.type, src, index, prompt, classes, found)
+            continue
+        value = _unwrap(raw)
+        if ins.is_socket and ins.adapter is None:
+            found.add(node_id, NodeError(
+                "invalid_input_type", f"Input {name!r} is a {ins.type} socket: it must be linked to "
+                "another node's output, not given a constant", name, raw))
+            continue
+        try:
+            constants[name] = ins.validate(value)
+        except ValidationError as err:
+            kind, message, extra = describe_validation_error(err)
+            found.add(node_id, NodeError(kind, message, name, value,
+                                         extra={"input_config": list(ins.comfy_entry()), **extra}))
+    for name, ins in spec.inputs.items():
+        if name in given:
+            continue
+        if ins.required and (ins.is_socket or ins.default is None):
+            found.add(node_id, NodeError("required_input_missing", f"Required input is missing: {name}", name))
+        elif ins.default is not None:
+            constants[name] = ins.default
+    for ins in spec.file_inputs:
+        if ins.name in constants:
+            try:
+                settings.paths.resolve_input(ins.file.folder, constants[ins.name])  # type: ignore[union-attr]
+            except UnsafePathError as err:
+                found.add(node_id, NodeError("custom_validation_failed", str(err), ins.name, constants[ins.name]))
+    if node_id not in found.errors:
+        ctx = RunContext(settings, node_id, spec.class_type)
+        for name, message in cls.check_constants(constants, ctx):
+            found.add(node_id, NodeError("custom_validation_failed", message, name, constants.get(name)))
+    title = node.get("_meta", {}).get("title") if isinstance(node.get("_meta"), dict) else None
+    return PlannedNode(node_id, cls, spec, constants, links, title)
+
+
+def _check_link(node_id: str, name: str, input_type: str, src: str, index: int, prompt: dict[str, Any],
+                classes: dict[str, type[Node]], found: _Collector) -> None:
+    if src not in prompt:
+        found.add(node_id, NodeError("bad_linked_input", f"Input {name!r} is linked to node {src!r}, "
+                                     "which is not in the workflow", name, [src, index]))
+        return
+    src_cls = classes.get(src)
+    if src_cls is None:
+        return  # the source's own error already says why
+    outs = src_cls.spec.outputs
+    if not 0 <= index < len(outs):
+        found.add(node_id, NodeError(
+            "bad_linked_input", f"Input {name!r} is linked to output {index} of node {src} "
+            f"({src_cls.spec.class_type}), which has {len(outs)} output(s)", name, [src, index]))
+        return
+    out_type = outs[index].type
+    if not types_match(out_type, input_type):
+        found.add(node_id, NodeError(
+            "return_type_mismatch", f"Return type mismatch between linked nodes: {name}, "
+            f"received_type({out_type}) mismatch input_type({input_type})", name, [src, index],
+            extra={"received_type": out_type, "input_type": input_type, "linked_node": [src, index]}))
+
+
+def _dependent_outputs(graph: nx.DiGraph, wanted: list[str], errors: dict[str, list[NodeError]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for node_id in errors:
+        if node_id in graph:
+            reach = nx.descendants(graph, node_id) | {node_id}
+            out[node_id] = [o for o in wanted if o in reach]
+    return out
+
+
+def _top(kind: str, message: str, details: str = "") -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": {}}
+
+
+def _group(errors: dict[str, list[NodeError]], prompt: dict[str, Any],
+           dependents: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    grouped = {}
+    for node_id, errs in errors.items():
+        node = prompt.get(node_id)
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        grouped[node_id] = {"errors": [e.to_json() for e in errs],
+                            "dependent_outputs": dependents.get(node_id, []),
+                            "class_type": class_type}
+    return grouped

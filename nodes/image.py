@@ -1,0 +1,158 @@
+"""Image utilities later stages need: a test pattern, resize, crop, batch."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ..graph.context import RunContext
+from ..graph.node import Node, NodeOutputs
+from ..graph.safety import MAX_BATCH, MAX_PIXELS, MAX_RESOLUTION
+from ..graph.types import Image
+
+
+def pixel_budget(constants: dict[str, Any], batch_key: str | None = None) -> list[tuple[str, str]]:
+    w, h = constants.get("width", 0), constants.get("height", 0)
+    batch = constants.get(batch_key, 1) if batch_key else 1
+    if w * h > MAX_PIXELS:
+        return [("width", f"{w}x{h} = {w * h} pixels exceeds the limit of {MAX_PIXELS} per image")]
+    if batch_key and w * h * batch > MAX_PIXELS * 4:
+        return [(batch_key, f"{batch} images of {w}x{h} exceed the limit of {MAX_PIXELS * 4} pixels per batch")]
+    return []
+
+
+class PatternImage(Node):
+    """Make a synthetic image batch (gradient, checkerboard or solid colour) for tests and demos."""
+
+    CLASS_TYPE = "GenArtPatternImage"
+    CATEGORY = "GenArt/image"
+
+    class Outputs(NodeOutputs):
+        image: Image = Field(description="the pattern, [B, H, W, 3] float32 in [0, 1]")
+
+    pattern: Literal["gradient", "checkerboard", "solid"] = Field("gradient", description="what to draw")
+    width: int = Field(64, ge=1, le=MAX_RESOLUTION, description="width in pixels")
+    height: int = Field(64, ge=1, le=MAX_RESOLUTION, description="height in pixels")
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="number of images; item i is shifted by i")
+    cell: int = Field(8, ge=1, le=MAX_RESOLUTION, description="checkerboard cell size in pixels")
+    red: float = Field(0.8, ge=0.0, le=1.0, description="colour for 'solid' and the light cells, red in [0, 1]")
+    green: float = Field(0.4, ge=0.0, le=1.0, description="green in [0, 1]")
+    blue: float = Field(0.2, ge=0.0, le=1.0, description="blue in [0, 1]")
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        return pixel_budget(constants, "batch_size")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        ys = torch.arange(self.height, dtype=torch.float32)[:, None].expand(self.height, self.width)
+        xs = torch.arange(self.width, dtype=torch.float32)[None, :].expand(self.height, self.width)
+        colour = torch.tensor([self.red, self.green, self.blue])
+        images = []
+        for i in range(self.batch_size):
+            if self.pattern == "gradient":
+                u = (xs + i) % self.width / max(self.width - 1, 1)
+                v = ys / max(self.height - 1, 1)
+                img = torch.stack([u, v, 1 - 0.5 * (u + v)], dim=-1)
+            elif self.pattern == "checkerboard":
+                on = (((xs + i) // self.cell + ys // self.cell) % 2)[..., None]
+                img = on * colour + (1 - on) * (1 - colour)
+            else:
+                img = colour.expand(self.height, self.width, 3).clone()
+            images.append(img)
+        return self.Outputs(image=torch.stack(images).contiguous())
+
+
+class ResizeImage(Node):
+    """Resize an image batch to a width and height (antialiased when shrinking)."""
+
+    CLASS_TYPE = "GenArtResizeImage"
+    CATEGORY = "GenArt/image"
+
+    class Outputs(NodeOutputs):
+        image: Image = Field(description="resized images, [B, height, width, C] float32 in [0, 1]")
+
+    image: Image = Field(description="images, [B, H, W, C] float32 in [0, 1]")
+    width: int = Field(512, ge=1, le=MAX_RESOLUTION, description="target width in pixels")
+    height: int = Field(512, ge=1, le=MAX_RESOLUTION, description="target height in pixels")
+    method: Literal["bilinear", "bicubic", "nearest", "area"] = Field("bicubic", description="interpolation")
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        return pixel_budget(constants)
+
+    def run(self, ctx: RunContext) -> Outputs:
+        x = self.image.movedim(-1, 1)
+        size = (self.height, self.width)
+        if self.method in ("bilinear", "bicubic"):
+            y = F.interpolate(x, size=size, mode=self.method, align_corners=False, antialias=True)
+        else:
+            y = F.interpolate(x, size=size, mode="nearest-exact" if self.method == "nearest" else "area")
+        # Bicubic overshoots; IMAGE is defined on [0, 1].
+        return self.Outputs(image=y.clamp(0, 1).movedim(1, -1).contiguous())
+
+
+class CropImage(Node):
+    """Cut a rectangle out of every image in a batch."""
+
+    CLASS_TYPE = "GenArtCropImage"
+    CATEGORY = "GenArt/image"
+
+    class Outputs(NodeOutputs):
+        image: Image = Field(description="cropped images, [B, height, width, C] float32 in [0, 1]")
+
+    image: Image = Field(description="images, [B, H, W, C] float32 in [0, 1]")
+    x: int = Field(0, ge=0, le=MAX_RESOLUTION, description="left edge in pixels")
+    y: int = Field(0, ge=0, le=MAX_RESOLUTION, description="top edge in pixels")
+    width: int = Field(256, ge=1, le=MAX_RESOLUTION, description="crop width in pixels")
+    height: int = Field(256, ge=1, le=MAX_RESOLUTION, description="crop height in pixels")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        _, h, w, _ = self.image.shape
+        if self.x + self.width > w or self.y + self.height > h:
+            raise ValueError(
+                f"crop x={self.x}, y={self.y}, {self.width}x{self.height} does not fit the {w}x{h} image; "
+                f"the largest crop at that corner is {w - self.x}x{h - self.y}")
+        crop = self.image[:, self.y:self.y + self.height, self.x:self.x + self.width, :]
+        return self.Outputs(image=crop.contiguous())
+
+
+class BatchImages(Node):
+    """Join two image batches of the same size into one batch."""
+
+    CLASS_TYPE = "GenArtBatchImages"
+    CATEGORY = "GenArt/image"
+
+    class Outputs(NodeOutputs):
+        image: Image = Field(description="image_a then image_b, [Ba + Bb, H, W, C]")
+
+    image_a: Image = Field(description="first batch, [Ba, H, W, C] float32 in [0, 1]")
+    image_b: Image = Field(description="second batch, [Bb, H, W, C], same H, W, C as image_a")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        if self.image_a.shape[1:] != self.image_b.shape[1:]:
+            raise ValueError(
+                f"image_b is {tuple(self.image_b.shape[1:])} (H, W, C) but image_a is "
+                f"{tuple(self.image_a.shape[1:])}; resize one of them first (GenArt Resize Image)")
+        return self.Outputs(image=torch.cat([self.image_a, self.image_b.to(self.image_a.device)]))
+
+
+class SelectImages(Node):
+    """Take a run of images out of a batch."""
+
+    CLASS_TYPE = "GenArtSelectImages"
+    CATEGORY = "GenArt/image"
+
+    class Outputs(NodeOutputs):
+        image: Image = Field(description="images start .. start+length-1, [length, H, W, C]")
+
+    image: Image = Field(description="images, [B, H, W, C] float32 in [0, 1]")
+    start: int = Field(0, ge=0, le=MAX_BATCH - 1, description="index of the first image to take")
+    length: int = Field(1, ge=1, le=MAX_BATCH, description="how many images to take")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        b = self.image.shape[0]
+        if self.start + self.length > b:
+            raise ValueError(f"start={self.start}, length={self.length} reaches past the batch of {b} images")
+        return self.Outputs(image=self.image[self.start:self.start + self.length].contiguous())
