@@ -72,6 +72,13 @@ def describe(value: Any) -> Any:
     return type(value).__name__
 
 
+@dataclass
+class _Hits:
+    needed: set[str] = field(default_factory=set)
+    results: dict[str, NodeResult] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)
+
+
 class Executor:
     """Validates and runs API-format prompts against one registry.
 
@@ -95,28 +102,56 @@ class Executor:
         start = time.perf_counter()
         plan = plan or self.validate(prompt, outputs)
         keys = self._keys(plan)
-        needed = self._needed(plan, keys)
+        # Identical subgraphs under other ids: the first node of each key runs, the rest reuse it.
+        first: dict[str, str] = {}
+        alias: dict[str, str] = {}
+        for node_id in plan.order:
+            key = keys[node_id]
+            if key is not None:
+                alias_of = first.setdefault(key, node_id)
+                if alias_of != node_id:
+                    alias[node_id] = alias_of
+        hits = self._lookup(plan, keys, alias)
+
+        def deps(node_id: str) -> list[str]:
+            if node_id in alias:
+                return [alias[node_id]]
+            if node_id in hits.results:
+                return []
+            return [src for src, _ in plan.nodes[node_id].links.values()]
+
         consumers: dict[str, int] = {}
-        for node_id in needed:
-            for src, _ in plan.nodes[node_id].links.values():
+        for node_id in hits.needed:
+            for src in deps(node_id):
                 consumers[src] = consumers.get(src, 0) + 1
         report = RunReport()
         values: dict[str, tuple[Any, ...]] = {}
+        uis: dict[str, dict[str, Any]] = {}
         keep = set(plan.outputs)
         with torch.inference_mode():
             for node_id in plan.order:
-                if node_id not in needed:
+                if node_id not in hits.needed:
                     continue
                 pn = plan.nodes[node_id]
-                result, node_report = self._execute(pn, keys[node_id], values, prompt, workflow)
-                values[node_id] = result[0]
-                report.nodes.append(node_report)
-                if result[1]:
-                    report.ui[node_id] = result[1]
-                for src, _ in pn.links.values():
+                t0 = time.perf_counter()
+                peak = 0
+                if node_id in alias:
+                    result, status = (values[alias[node_id]], uis.get(alias[node_id], {})), "cached"
+                elif node_id in hits.results:
+                    result, status = hits.results[node_id], hits.status[node_id]
+                else:
+                    result, peak = self._run_node(pn, values, prompt, workflow)
+                    status = "ran"
+                    self._store(pn, keys[node_id], result)
+                for src in deps(node_id):
                     consumers[src] -= 1
                     if consumers[src] == 0 and src not in keep:
                         del values[src]
+                values[node_id] = result[0]
+                report.nodes.append(NodeReport(pn.id, pn.spec.class_type, status, time.perf_counter() - t0, peak,
+                                               [describe(v) for v in result[0]]))
+                if result[1]:
+                    uis[node_id] = report.ui[node_id] = result[1]
         report.seconds = time.perf_counter() - start
         return report
 
@@ -142,48 +177,42 @@ class Executor:
             keys[node_id] = None
         return keys
 
-    def _available(self, pn: PlannedNode, key: str | None) -> bool:
-        if key is None:
-            return False
-        if self.cache is not None and key in self.cache:
-            return True
-        return bool(self.disk_cache is not None and pn.spec.persist_outputs
-                    and self.disk_cache.has(key))
+    def _lookup(self, plan: Plan, keys: dict[str, str | None], alias: dict[str, str]) -> _Hits:
+        """Walk back from the outputs; a node found in a cache needs none of its inputs.
 
-    def _needed(self, plan: Plan, keys: dict[str, str | None]) -> set[str]:
-        """Output nodes and the ancestors they need: a cached node needs none of its inputs."""
-        needed: set[str] = set()
+        Hits are taken out of the caches now, so an eviction during the run cannot lose them.
+        """
+        hits = _Hits()
         stack = list(plan.outputs)
         while stack:
             node_id = stack.pop()
-            if node_id in needed:
+            if node_id in hits.needed:
                 continue
-            needed.add(node_id)
-            pn = plan.nodes[node_id]
-            if not self._available(pn, keys[node_id]):
+            hits.needed.add(node_id)
+            if node_id in alias:
+                stack.append(alias[node_id])
+                continue
+            pn, key = plan.nodes[node_id], keys[node_id]
+            found = self.cache.get(key) if key and self.cache is not None else None
+            status = "cached"
+            if found is None and key and self.disk_cache is not None and pn.spec.persist_outputs:
+                stored = self.disk_cache.get(key, self.settings.device)
+                found, status = ((stored, {}), "disk") if stored is not None else (None, status)
+            if found is None:
                 stack.extend(src for src, _ in pn.links.values())
-        return needed
+            else:
+                hits.results[node_id], hits.status[node_id] = found, status
+                if self.cache is not None and key and status == "disk":
+                    self.cache.put(key, found)
+        return hits
 
-    def _execute(self, pn: PlannedNode, key: str | None, values: dict[str, tuple[Any, ...]],
-                 prompt: dict[str, Any], workflow: dict[str, Any] | None) -> tuple[NodeResult, NodeReport]:
-        t0 = time.perf_counter()
-        result: NodeResult | None = self.cache.get(key) if self.cache is not None and key else None
-        status = "cached"
-        if result is None and key and self.disk_cache is not None and pn.spec.persist_outputs:
-            stored = self.disk_cache.get(key, self.settings.device)
-            result = (stored, {}) if stored is not None else None
-            status = "disk"
-        peak = 0
-        if result is None:
-            status = "ran"
-            result, peak = self._run_node(pn, values, prompt, workflow)
-            if key and self.disk_cache is not None and pn.spec.persist_outputs:
-                self.disk_cache.put(key, result[0])
-        if key and self.cache is not None:
+    def _store(self, pn: PlannedNode, key: str | None, result: NodeResult) -> None:
+        if not key:
+            return
+        if self.cache is not None:
             self.cache.put(key, result)
-        report = NodeReport(pn.id, pn.spec.class_type, status, time.perf_counter() - t0, peak,
-                            [describe(v) for v in result[0]])
-        return result, report
+        if self.disk_cache is not None and pn.spec.persist_outputs:
+            self.disk_cache.put(key, result[0])
 
     def _run_node(self, pn: PlannedNode, values: dict[str, tuple[Any, ...]], prompt: dict[str, Any],
                   workflow: dict[str, Any] | None) -> tuple[NodeResult, int]:
@@ -207,7 +236,7 @@ class Executor:
             result = invoke(pn.cls, inputs, ctx)
         except (KeyboardInterrupt, Interrupted, NodeExecutionError):
             raise
-        except Exception as err:  # noqa: BLE001 - reported with node id and class, traceback kept
+        except Exception as err:
             raise NodeExecutionError(pn.id, pn.spec.class_type, err) from err
         if cuda:
             peak = torch.cuda.max_memory_allocated(self.settings.device)

@@ -102,7 +102,8 @@ def output_prefix(output_dir: Path, prefix: str) -> tuple[Path, str]:
         raise UnsafePathError(f"filename_prefix {prefix!r} contains '..' or '.'; outputs stay inside the output folder")
     bad = sorted(set(_PREFIX_OK.findall(prefix)))
     if bad:
-        raise UnsafePathError(f"filename_prefix {prefix!r} contains characters {bad}; use letters, digits, . _ - / and spaces")
+        raise UnsafePathError(
+            f"filename_prefix {prefix!r} contains characters {bad}; use letters, digits, . _ - / and spaces")
     if not parts[-1].strip():
         raise UnsafePathError(f"filename_prefix {prefix!r} has no file name after the last '/'")
     folder = confine(output_dir, "/".join(parts[:-1]) or ".", what="filename_prefix")

@@ -239,7 +239,8 @@ def _check_link(node_id: str, name: str, input_type: str, src: str, index: int, 
             extra={"received_type": out_type, "input_type": input_type, "linked_node": [src, index]}))
 
 
-def _dependent_outputs(graph: nx.DiGraph, wanted: list[str], errors: dict[str, list[NodeError]]) -> dict[str, list[str]]:
+def _dependent_outputs(graph: nx.DiGraph, wanted: list[str],
+                       errors: dict[str, list[NodeError]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for node_id in errors:
         if node_id in graph:

@@ -14,7 +14,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
 from ..graph.types import Image, Mask
-from .io import IMAGE_EXTENSIONS, check_image_file, pil_to_tensor, save_images
+from .io import IMAGE_EXTENSIONS, check_image_file, check_prefix, pil_to_tensor, save_images
 
 
 class ComfyLoadImage(Node):
@@ -56,6 +56,10 @@ class ComfySaveImage(Node):
 
     images: Image = Field(description="the images to save")
     filename_prefix: str = Field("ComfyUI", description="the prefix for the file to save")
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        return check_prefix(constants, ctx)
 
     def run(self, ctx: RunContext) -> Outputs:
         ctx.ui["images"] = save_images(self.images, ctx.paths.output_dir, self.filename_prefix, ctx, "output", True)

@@ -14,7 +14,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
 from ..graph.pngmeta import png_bytes
-from ..graph.safety import MAX_PIXELS, atomic_write, next_counter, output_prefix
+from ..graph.safety import MAX_PIXELS, UnsafePathError, atomic_write, next_counter, output_prefix
 from ..graph.types import Image, Mask
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -80,6 +80,15 @@ def check_image_file(constants: dict[str, Any], ctx: RunContext, name: str = "im
     return []
 
 
+def check_prefix(constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+    """Refuse at validation a filename_prefix that would write outside the output folder."""
+    try:
+        output_prefix(ctx.paths.output_dir, constants["filename_prefix"])
+    except UnsafePathError as err:
+        return [("filename_prefix", str(err))]
+    return []
+
+
 class LoadImage(Node):
     """Load an image from the input folder, with a mask from its alpha channel."""
 
@@ -118,6 +127,10 @@ class SaveImage(Node):
                                  "('runs/cat'); files are named <prefix>_<counter>_.png")
     embed_workflow: bool = Field(True, description="write the prompt and workflow into the PNG "
                                  "(tEXt chunks, as ComfyUI does) so the image re-runs its workflow")
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        return check_prefix(constants, ctx)
 
     def run(self, ctx: RunContext) -> Outputs:
         ctx.ui["images"] = save_images(self.images, ctx.paths.output_dir, self.filename_prefix, ctx, "output",

@@ -2,11 +2,13 @@
 pointing at this checkout), never as top-level `graph`/`nodes`."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/toy_nodes.py
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +27,24 @@ def paths(tmp_path):
         (tmp_path / sub).mkdir()
     return Paths(input_dir=tmp_path / "input", output_dir=tmp_path / "output", temp_dir=tmp_path / "temp",
                  models_dirs=[tmp_path / "models"])
+
+
+@pytest.fixture(scope="session")
+def toy_registry(pack):
+    """A registry of tiny test nodes plus the library's image nodes."""
+    from toy_nodes import build_registry
+
+    return build_registry(pack)
+
+
+@pytest.fixture()
+def make_executor(toy_registry, paths):
+    from comfyui_genart.graph.cache import OutputCache
+    from comfyui_genart.graph.context import RunSettings
+    from comfyui_genart.graph.executor import Executor
+
+    def make(cache=True, disk=None, registry=None, **settings):
+        return Executor(registry or toy_registry, RunSettings(paths=paths, **settings),
+                        cache=OutputCache() if cache else None, disk_cache=disk)
+
+    return make

@@ -1,0 +1,194 @@
+"""Command line: run, validate, list nodes, convert UI workflows to API format.
+
+    python -m graph.run workflows/image-utilities.json --output-dir out
+    python -m graph.run convert my_ui_workflow.json -o my_api_prompt.json --object-info object_info.json
+
+Exit codes: 0 success, 1 a node failed at run time (or the run was interrupted), 2 the workflow is
+invalid (nothing ran).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import NodeExecutionError, WorkflowInvalid
+from .safety import UnsafePathError
+from .workflow_io import WorkflowFileError, apply_overrides, load_workflow
+
+EXIT_OK, EXIT_RUNTIME, EXIT_INVALID = 0, 1, 2
+
+
+def _registry() -> Any:
+    # The pack's root package assembles the node library; the engine never names node modules.
+    from .. import REGISTRY
+
+    return REGISTRY
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m graph.run",
+        description="Run a GenArt/ComfyUI workflow headless. WORKFLOW is an API-format JSON "
+                    "(ComfyUI's 'Export (API)'), a UI-format JSON (what ComfyUI saves) or a PNG saved with "
+                    "its workflow inside. Convert UI workflows with: python -m graph.run convert --help",
+        epilog="exit codes: 0 success, 1 runtime failure or interrupted, 2 invalid workflow (nothing ran)")
+    p.add_argument("workflow", nargs="?", type=Path, help="workflow file (.json or .png)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.INPUT=VALUE",
+                   help="override an input, e.g. --set 3.seed=42 --set 5.filename_prefix=run1 (VALUE is JSON "
+                        "or a plain string); repeatable")
+    p.add_argument("--output-dir", type=Path, default=Path("output"), help="where saved images go (default ./output)")
+    p.add_argument("--input-dir", type=Path, default=Path("input"),
+                   help="where input files are looked up (default ./input)")
+    p.add_argument("--temp-dir", type=Path, default=None, help="where previews go (default <output-dir>/../temp)")
+    p.add_argument("--models-dir", type=Path, action="append", default=None,
+                   help="folder with model files; repeatable (default ./models)")
+    p.add_argument("--allow-any-path", action="store_true",
+                   help="let the workflow read absolute paths outside the input/models folders")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="compute dtype for models (default float32)")
+    p.add_argument("--validate-only", action="store_true", help="check the workflow and exit (0 valid, 2 invalid)")
+    p.add_argument("--list-nodes", action="store_true", help="print every node's schema as JSON and exit")
+    p.add_argument("--report", type=Path, help="write the run report (per node: cached, seconds, peak memory, "
+                                                "output shapes) or the validation errors as JSON")
+    p.add_argument("--cache-dir", type=Path, help="persistent cache for expensive nodes' outputs (safetensors), "
+                                                   "reused by later runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _convert_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m graph.run convert",
+        description="Convert a UI-format workflow (what ComfyUI saves; or a PNG holding one) to API format "
+                    "(what ComfyUI's 'Export (API)' writes), without a browser.")
+    p.add_argument("workflow", type=Path, help="UI-format workflow (.json) or PNG")
+    p.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
+    p.add_argument("--object-info", type=Path, action="append", default=[],
+                   help="JSON from a ComfyUI server's GET /object_info, for workflows using nodes other than "
+                        "GenArt's; repeatable")
+    return p
+
+
+def _object_info(extra_files: list[Path]) -> dict[str, Any]:
+    from .comfy import object_info
+
+    info: dict[str, Any] = {}
+    for path in extra_files:
+        info.update(json.loads(path.read_text(encoding="utf-8")))
+    info.update(object_info(_registry()))
+    return info
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def convert_main(argv: list[str]) -> int:
+    from .ui_format import UIConversionError, ui_to_api
+
+    args = _convert_parser().parse_args(argv)
+    try:
+        info = _object_info(args.object_info)
+        prompt, workflow = load_workflow(args.workflow, info)
+        if workflow is not None:
+            prompt = ui_to_api(workflow, info)
+    except (WorkflowFileError, UIConversionError, OSError, json.JSONDecodeError) as err:
+        return _fail(str(err), EXIT_INVALID)
+    text = json.dumps(prompt, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _tqdm_factory(quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    def make(total: int, desc: str) -> Any:
+        return tqdm(total=total, desc=desc, leave=False, disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+    return make
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    import torch
+
+    from .context import RunSettings
+    from .safety import Paths
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise WorkflowFileError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    out = args.output_dir.resolve()
+    paths = Paths(input_dir=args.input_dir.resolve(), output_dir=out,
+                  temp_dir=(args.temp_dir or out.parent / "temp").resolve(),
+                  models_dirs=[m.resolve() for m in (args.models_dir or [Path("models")])],
+                  allow_any_path=args.allow_any_path)
+    return RunSettings(paths=paths, device=device, dtype=getattr(torch, args.dtype),
+                       progress_factory=_tqdm_factory(args.quiet))
+
+
+def _write_report(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def run_main(argv: list[str]) -> int:
+    from .cache import DiskCache
+    from .executor import Executor
+    from .ui_format import UIConversionError
+
+    parser = _run_parser()
+    args = parser.parse_args(argv)
+    if args.list_nodes:
+        print(json.dumps([c.spec.json_schema() for _, c in _registry().items()], indent=2))
+        return EXIT_OK
+    if args.workflow is None:
+        parser.print_usage(sys.stderr)
+        return _fail("give a WORKFLOW file (or --list-nodes)", EXIT_INVALID)
+    try:
+        settings = _settings(args)
+        prompt, workflow = load_workflow(args.workflow, _object_info([]))
+        prompt = apply_overrides(prompt, args.overrides)
+        executor = Executor(_registry(), settings, cache=None,
+                            disk_cache=DiskCache(args.cache_dir) if args.cache_dir else None)
+        plan = executor.validate(prompt)
+    except WorkflowInvalid as err:
+        _write_report(args.report, err.to_json())
+        return _fail(f"invalid workflow {args.workflow}:\n{err.summary()}", EXIT_INVALID)
+    except (WorkflowFileError, UIConversionError, UnsafePathError) as err:
+        return _fail(str(err), EXIT_INVALID)
+    if args.validate_only:
+        print(f"{args.workflow}: valid; {len(plan.order)} node(s) would run")
+        return EXIT_OK
+    try:
+        report = executor.run(prompt, workflow, plan=plan)
+    except NodeExecutionError as err:
+        _write_report(args.report, {"error": err.to_json()})
+        return _fail(str(err), EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        return _fail("interrupted; no partial outputs were kept", EXIT_RUNTIME)
+    _write_report(args.report, report.to_json())
+    ran = len(report.ran)
+    print(f"ran {ran} node(s), {len(report.nodes) - ran} from cache, in {report.seconds:.2f} s", file=sys.stderr)
+    for ui in report.ui.values():
+        for image in ui.get("images", []):
+            root = settings.paths.output_dir if image["type"] == "output" else settings.paths.temp_dir
+            print(root / image["subfolder"] / image["filename"])
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert"]:
+        return convert_main(argv[1:])
+    return run_main(argv)
