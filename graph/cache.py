@@ -23,12 +23,9 @@ Outputs = tuple[Any, ...]
 def structural_key(class_type: str, version: int, constants: dict[str, Any],
                    inputs: Iterable[tuple[str, str, int]], fingerprint: str = "") -> str:
     """Hex digest of a node's identity; `inputs` are (input name, source key, output index)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{class_type}\x00{version}\x00{fingerprint}\x00".encode())
-    h.update(repr(sorted(constants.items())).encode())
-    for name, key, index in sorted(inputs):
-        h.update(f"\x00{name}={key}:{index}".encode())
-    return h.hexdigest()
+    links = "".join(f"\x00{name}={key}:{index}" for name, key, index in sorted(inputs))
+    text = f"{class_type}\x00{version}\x00{fingerprint}\x00{sorted(constants.items())!r}{links}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def file_fingerprint(path: Path) -> str:
@@ -42,13 +39,17 @@ def file_fingerprint(path: Path) -> str:
 
 def nbytes(value: Any) -> int:
     """Bytes held by tensors inside a value (dicts, lists, tuples followed)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        return sum(nbytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value)
-    return 0
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return total
 
 
 class OutputCache:
@@ -66,8 +67,9 @@ class OutputCache:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, key: str, outputs: Outputs) -> None:
-        size = nbytes(outputs)
+    def put(self, key: str, outputs: Outputs, size: int | None = None) -> None:
+        """Keep `outputs` under `key`; `size` (bytes) is measured when not given."""
+        size = nbytes(outputs) if size is None else size
         if size > self.budget:
             return  # larger than the whole budget: keeping it would evict everything for nothing
         old = self._entries.pop(key, None)

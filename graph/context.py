@@ -67,7 +67,7 @@ class RunSettings:
     interrupt_hook: Callable[[], None] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class RunContext:
     """Handed to `Node.run`. Nodes never reach into the executor; they use this."""
 

@@ -19,6 +19,7 @@ from .node import FileInput, Node, NodeOutputs, Widget
 from .types import Socket
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+_MISSING = object()
 _PLAIN = {int: "INT", float: "FLOAT", str: "STRING", bool: "BOOLEAN"}
 
 
@@ -56,10 +57,24 @@ class InputSpec:
             return (list(self.choices), opts)
         return (self.type, opts)
 
+    memo: dict[tuple[type, Any], Any] = field(default_factory=dict, repr=False)
+
     def validate(self, value: Any) -> Any:
-        """The value converted to the field's type; raises pydantic's ValidationError."""
-        assert self.adapter is not None
-        return self.adapter.validate_python(value)
+        """The value converted to the field's type; raises pydantic's ValidationError.
+
+        Results for scalar values are memoized: workflows repeat the same constants many times.
+        """
+        if self.adapter is None:
+            raise TypeError(f"input {self.name!r} is a socket; it takes links, not constants")
+        key = (type(value), value) if isinstance(value, (str, int, float, bool)) else None
+        if key is not None:
+            found = self.memo.get(key, _MISSING)
+            if found is not _MISSING:
+                return found
+        result = self.adapter.validate_python(value)
+        if key is not None and len(self.memo) < 4096:
+            self.memo[key] = result
+        return result
 
 
 @dataclass
@@ -82,16 +97,25 @@ class NodeSpec:
     persist_outputs: bool
     inputs: dict[str, InputSpec]
     outputs: list[OutputSpec]
+    has_checks: bool = False  # the class overrides Node.check_constants
+    file_inputs: list[InputSpec] = field(init=False)
+    # Value of every input a prompt may leave out (widget defaults, None for optional sockets).
+    defaults: dict[str, Any] = field(init=False)
+    must_give: list[str] = field(init=False)  # required inputs without a default
+    output_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.file_inputs = [i for i in self.inputs.values() if i.file is not None]
+        self.defaults = {i.name: i.default for i in self.inputs.values()
+                         if i.default is not None or not i.required}
+        self.must_give = [i.name for i in self.inputs.values() if i.required and i.name not in self.defaults]
+        self.output_names = tuple(o.name for o in self.outputs)
 
     @property
     def widget_order(self) -> list[InputSpec]:
         """Widget inputs in the server's order: required first, then optional (the UI-format layout)."""
         ins = list(self.inputs.values())
         return [i for i in ins if i.required and i.is_widget] + [i for i in ins if not i.required and i.is_widget]
-
-    @property
-    def file_inputs(self) -> list[InputSpec]:
-        return [i for i in self.inputs.values() if i.file is not None]
 
     def input_types(self) -> dict[str, dict[str, tuple]]:
         required = {i.name: i.comfy_entry() for i in self.inputs.values() if i.required}
@@ -260,6 +284,7 @@ def compile_spec(cls: type[Node]) -> NodeSpec:
         persist_outputs=cls.PERSIST_OUTPUTS,
         inputs=inputs,
         outputs=_output_specs(cls),
+        has_checks=cls.check_constants.__func__ is not Node.check_constants.__func__,  # type: ignore[attr-defined]
     )
 
 

@@ -111,19 +111,17 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
                               _group(found.errors, prompt, {}))
 
     relevant = _ancestors(prompt, wanted)
-    graph = nx.DiGraph()
-    graph.add_nodes_from(i for i in relevant if i in prompt)
     planned: dict[str, PlannedNode] = {}
+    edges = []
     for node_id in relevant:
         if node_id not in classes:
             continue
-        cls = classes[node_id]
-        node = prompt[node_id]
-        pn = _check_node(node_id, node, cls, prompt, classes, settings, found)
+        pn = _check_node(node_id, prompt[node_id], classes[node_id], prompt, classes, settings, found)
         planned[node_id] = pn
-        for src, _ in pn.links.values():
-            if src in prompt:
-                graph.add_edge(src, node_id)
+        edges.extend((src, node_id) for src, _ in pn.links.values() if src in prompt)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(i for i in relevant if i in prompt)
+    graph.add_edges_from(edges)
 
     cycle_error = None
     try:
@@ -157,7 +155,7 @@ def _ancestors(prompt: dict[str, Any], wanted: list[str]) -> list[str]:
         if not isinstance(inputs, dict):
             continue
         for value in inputs.values():
-            if is_link(value):
+            if type(value) is list and is_link(value):
                 src = str(value[0])
                 if src not in seen:
                     seen.add(src)
@@ -178,12 +176,16 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
                 "invalid_input_name", f"Unknown input {name!r}; {spec.class_type} takes "
                 f"{', '.join(spec.inputs) or 'no inputs'}", name, raw))
             continue
-        if is_link(raw):
+        if type(raw) is list and is_link(raw):
             src, index = str(raw[0]), raw[1]
             links[name] = (src, index)
-            _check_link(node_id, name, ins.type, src, index, prompt, classes, found)
+            src_cls = classes.get(src)
+            # Fast path for the common case: a known source whose output type matches exactly.
+            if src_cls is None or not 0 <= index < len(src_cls.spec.outputs) or \
+                    src_cls.spec.outputs[index].type != ins.type:
+                _check_link(node_id, name, ins.type, src, index, prompt, classes, found)
             continue
-        value = _unwrap(raw)
+        value = _unwrap(raw) if type(raw) is dict else raw
         if ins.is_socket and ins.adapter is None:
             found.add(node_id, NodeError(
                 "invalid_input_type", f"Input {name!r} is a {ins.type} socket: it must be linked to "
@@ -195,25 +197,47 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
             kind, message, extra = describe_validation_error(err)
             found.add(node_id, NodeError(kind, message, name, value,
                                          extra={"input_config": list(ins.comfy_entry()), **extra}))
-    for name, ins in spec.inputs.items():
-        if name in given:
-            continue
-        if ins.required and (ins.is_socket or ins.default is None):
+    for name in spec.must_give:
+        if name not in given:
             found.add(node_id, NodeError("required_input_missing", f"Required input is missing: {name}", name))
-        elif ins.default is not None:
-            constants[name] = ins.default
-    for ins in spec.file_inputs:
-        if ins.name in constants:
+    for name, default in spec.defaults.items():
+        if name not in given:
+            constants[name] = default
+    meta = node.get("_meta")
+    planned = PlannedNode(node_id, cls, spec, constants, links, meta.get("title") if isinstance(meta, dict) else None)
+    if (spec.file_inputs or spec.has_checks) and node_id not in found.errors:
+        for error in check_files(planned, settings):
+            found.add(node_id, error)
+    return planned
+
+
+def check_files(pn: PlannedNode, settings: RunSettings) -> list[NodeError]:
+    """The checks that depend on the world outside the prompt: file paths, and each node's own
+    `check_constants` (files that must exist, pixel budgets). Re-run when a validated plan is reused."""
+    errors = []
+    for ins in pn.spec.file_inputs:
+        if ins.name in pn.constants and ins.file is not None:
             try:
-                settings.paths.resolve_input(ins.file.folder, constants[ins.name])  # type: ignore[union-attr]
+                settings.paths.resolve_input(ins.file.folder, pn.constants[ins.name])
             except UnsafePathError as err:
-                found.add(node_id, NodeError("custom_validation_failed", str(err), ins.name, constants[ins.name]))
-    if node_id not in found.errors:
-        ctx = RunContext(settings, node_id, spec.class_type)
-        for name, message in cls.check_constants(constants, ctx):
-            found.add(node_id, NodeError("custom_validation_failed", message, name, constants.get(name)))
-    title = node.get("_meta", {}).get("title") if isinstance(node.get("_meta"), dict) else None
-    return PlannedNode(node_id, cls, spec, constants, links, title)
+                errors.append(NodeError("custom_validation_failed", str(err), ins.name, pn.constants[ins.name]))
+    if pn.spec.has_checks and not errors:
+        ctx = RunContext(settings, pn.id, pn.spec.class_type)
+        for name, message in pn.cls.check_constants(pn.constants, ctx):
+            errors.append(NodeError("custom_validation_failed", message, name, pn.constants.get(name)))
+    return errors
+
+
+def recheck(plan: Plan, prompt: dict[str, Any], settings: RunSettings) -> None:
+    """Re-run `check_files` on a reused plan; raise WorkflowInvalid if the world changed under it."""
+    found = _Collector(prompt)
+    for pn in plan.nodes.values():
+        if pn.spec.file_inputs or pn.spec.has_checks:
+            for error in check_files(pn, settings):
+                found.add(pn.id, error)
+    if found.errors:
+        raise WorkflowInvalid(_top("prompt_outputs_failed_validation", "Prompt outputs failed validation"),
+                              _group(found.errors, prompt, {}))
 
 
 def _check_link(node_id: str, name: str, input_type: str, src: str, index: int, prompt: dict[str, Any],
