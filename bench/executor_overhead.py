@@ -23,7 +23,7 @@ import networkx as nx
 from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from graph.run import load_pack  # noqa: E402
+from graph.run import load_pack
 
 load_pack()
 from comfyui_genart.graph.cache import OutputCache  # noqa: E402

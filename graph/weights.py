@@ -30,7 +30,7 @@ def load_state_dict(path: Path | str, device: str | torch.device = "cpu",
         raise UnsafeWeightsError(f"{path.name}: pickle-based weights are disabled; convert it to .safetensors")
     try:
         data = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError or RuntimeError variants
+    except Exception as err:
         raise UnsafeWeightsError(
             f"{path.name} holds more than tensors (refused by torch's weights-only loader; it was not "
             f"executed). Convert it to .safetensors with a tool you trust. Detail: {err}") from err

@@ -1,0 +1,117 @@
+"""The pack loads the way ComfyUI loads it, the CLI runs from the repo root, the console script works."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+
+def load_like_comfyui(tmp_path: Path) -> types.ModuleType:
+    """ComfyUI's load_custom_node: module name = the folder path, beside its own top-level `nodes`."""
+    pack_dir = tmp_path / "custom_nodes" / "ComfyUI-GenArt"
+    pack_dir.parent.mkdir(parents=True)
+    os.symlink(REPO, pack_dir)
+    foreign = types.ModuleType("nodes")
+    foreign.NODE_CLASS_MAPPINGS = {}  # type: ignore[attr-defined]
+    saved = {k: sys.modules.get(k) for k in ("nodes", "graph")}
+    sys.modules["nodes"] = foreign
+    sys.modules.pop("graph", None)
+    name = str(pack_dir).replace(".", "_x_")
+    try:
+        spec = importlib.util.spec_from_file_location(name, pack_dir / "__init__.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        assert sys.modules["nodes"] is foreign, "the pack replaced ComfyUI's own nodes module"
+        assert "graph" not in sys.modules, "the pack created a top-level 'graph' module"
+        return module
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
+
+
+def test_pack_loads_like_comfyui_with_foreign_nodes_module(tmp_path, pack):
+    module = load_like_comfyui(tmp_path)
+    mappings = module.NODE_CLASS_MAPPINGS
+    assert set(mappings) == {n for n, c in pack.REGISTRY.items() if not c.HEADLESS_ONLY}
+    assert {"GenArtLoadImage", "GenArtSaveImage", "GenArtPreviewImage", "GenArtResizeImage"} <= set(mappings)
+    # Headless stand-ins must never shadow ComfyUI's own classes.
+    assert not {"LoadImage", "SaveImage", "PreviewImage"} & set(mappings)
+    assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(mappings)
+    resize = mappings["GenArtResizeImage"]
+    assert resize.RETURN_TYPES == ("IMAGE",) and resize.FUNCTION == "execute"
+    assert resize.INPUT_TYPES()["required"]["width"] == (
+        "INT", {"min": 1, "max": 8192, "step": 1, "tooltip": "target width in pixels", "default": 512})
+
+
+def run_cli(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "graph.run", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_pack_cli_runs_shipped_workflow_from_repo_root(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(["workflows/image-utilities.json", "--output-dir", str(out), "--quiet",
+                    "--report", str(tmp_path / "report.json")])
+    assert proc.returncode == 0, proc.stderr
+    saved = sorted((out / "genart").glob("image-utilities_*_.png"))
+    assert [p.name for p in saved] == ["image-utilities_00001_.png", "image-utilities_00002_.png"]
+    with Image.open(saved[0]) as im:
+        assert im.size == (48, 48)
+        assert json.loads(im.text["prompt"])["3"]["class_type"] == "GenArtCropImage"
+        assert json.loads(im.text["workflow"])["version"] == 0.4
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {n["node_id"]: n["status"] for n in report["nodes"]} == dict.fromkeys("12345", "ran")
+    assert str(saved[0]) in proc.stdout
+
+
+def test_pack_cli_list_nodes_and_help():
+    listed = json.loads(run_cli(["--list-nodes"]).stdout)
+    resize = next(n for n in listed if n["class_type"] == "GenArtResizeImage")
+    assert resize["inputs"]["method"]["choices"] == ["bilinear", "bicubic", "nearest", "area"]
+    assert "exit codes" in run_cli(["--help"]).stdout
+
+
+def test_pack_cli_set_override_and_missing_file(tmp_path):
+    proc = run_cli(["workflows/image-utilities.json", "--output-dir", str(tmp_path), "--quiet",
+                    "--set", "4.filename_prefix=custom/name", "--set", "3.width=40"])
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "custom" / "name_00001_.png") as im:
+        assert im.size == (40, 48)
+    assert run_cli(["no-such-workflow.json"]).returncode == 2
+    bad = run_cli(["workflows/image-utilities.json", "--set", "99.x=1"])
+    assert bad.returncode == 2 and "no node '99'" in bad.stderr
+
+
+def test_pack_cli_runtime_failure_exit_code_1(tmp_path):
+    wf = tmp_path / "crop.json"
+    wf.write_text(json.dumps({
+        "1": {"class_type": "GenArtPatternImage", "inputs": {"width": 32, "height": 32}},
+        "2": {"class_type": "GenArtCropImage", "inputs": {"image": ["1", 0], "x": 20, "width": 20, "height": 8}},
+        "3": {"class_type": "GenArtSaveImage", "inputs": {"images": ["2", 0]}}}))
+    proc = run_cli([str(wf), "--output-dir", str(tmp_path / "out"), "--quiet"])
+    assert proc.returncode == 1
+    assert "node 2 (GenArtCropImage) failed" in proc.stderr and "does not fit the 32x32 image" in proc.stderr
+
+
+def test_pack_console_script_installed(tmp_path):
+    script = shutil.which("genart", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the genart console script is not installed in this environment")
+    proc = subprocess.run([script, str(REPO / "workflows" / "image-utilities.json"), "--output-dir",
+                           str(tmp_path), "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "genart").glob("*.png"))) == 2

@@ -1,0 +1,113 @@
+"""Workflows from strangers: no escaping the folders, no unpickling, limits before running."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "a/../../escape", "/tmp/abs", "~/home", "C:/win", "a/./b",
+                                    "bad|char", "dir/"])
+def test_safety_save_prefix_outside_output_refused_at_validation(make_executor, prefix):
+    from comfyui_genart.graph.errors import WorkflowInvalid
+
+    prompt = {"1": {"class_type": "GenArtPatternImage", "inputs": {}},
+              "2": {"class_type": "GenArtSaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
+    with pytest.raises(WorkflowInvalid) as info:
+        make_executor().validate(prompt)
+    (err,) = info.value.to_json()["node_errors"]["2"]["errors"]
+    assert err["type"] == "custom_validation_failed" and err["extra_info"]["input_name"] == "filename_prefix"
+    assert "output folder" in err["message"] or "characters" in err["message"] or "no file name" in err["message"]
+
+
+def test_safety_save_prefix_subfolder_allowed(make_executor, paths):
+    prompt = {"1": {"class_type": "GenArtPatternImage", "inputs": {"width": 8, "height": 8}},
+              "2": {"class_type": "GenArtSaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "a/b/c"}}}
+    report = make_executor().run(prompt)
+    assert report.ui["2"]["images"] == [{"filename": "c_00001_.png", "subfolder": "a/b", "type": "output"}]
+    assert (paths.output_dir / "a" / "b" / "c_00001_.png").is_file()
+    assert not list(paths.output_dir.rglob(".tmp-*"))  # atomic write left no temp file
+
+
+def test_safety_save_counter_follows_comfyui_convention(make_executor, paths):
+    (paths.output_dir / "x_00041_.png").write_bytes(b"")
+    prompt = {"1": {"class_type": "GenArtPatternImage", "inputs": {"width": 8, "height": 8, "batch_size": 2}},
+              "2": {"class_type": "GenArtSaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    names = [i["filename"] for i in make_executor().run(prompt).ui["2"]["images"]]
+    assert names == ["x_00042_.png", "x_00043_.png"]
+
+
+@pytest.mark.parametrize("name", ["../secret.png", "/etc/passwd", "sub/../../x.png"])
+def test_safety_image_name_outside_input_refused(make_executor, name):
+    from comfyui_genart.graph.errors import WorkflowInvalid
+
+    prompt = {"1": {"class_type": "GenArtLoadImage", "inputs": {"image": name}},
+              "2": {"class_type": "GenArtPreviewImage", "inputs": {"images": ["1", 0]}}}
+    with pytest.raises(WorkflowInvalid) as info:
+        make_executor().validate(prompt)
+    (err,) = info.value.to_json()["node_errors"]["1"]["errors"]
+    assert err["type"] == "custom_validation_failed" and err["extra_info"]["received_value"] == name
+
+
+def test_safety_symlink_escaping_input_refused(make_executor, paths, tmp_path):
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (4, 4)).save(outside)
+    (paths.input_dir / "link.png").symlink_to(outside)
+    from comfyui_genart.graph.errors import WorkflowInvalid
+
+    with pytest.raises(WorkflowInvalid):
+        make_executor().validate({"1": {"class_type": "GenArtLoadImage", "inputs": {"image": "link.png"}},
+                                  "2": {"class_type": "GenArtPreviewImage", "inputs": {"images": ["1", 0]}}})
+
+
+def test_safety_load_image_with_alpha_gives_comfyui_mask(make_executor, paths):
+    rgba = Image.new("RGBA", (5, 3), (255, 0, 0, 255))
+    rgba.putpixel((0, 0), (0, 255, 0, 0))
+    rgba.save(paths.input_dir / "a.png")
+    from comfyui_genart.nodes.io import pil_to_tensor
+
+    with Image.open(paths.input_dir / "a.png") as im:
+        image, mask = pil_to_tensor(im)
+    assert image.shape == (1, 3, 5, 3) and mask.shape == (1, 3, 5)
+    assert mask[0, 0, 0] == 1.0 and mask[0, 1, 1] == 0.0
+    torch.testing.assert_close(image[0, 1, 1], torch.tensor([1.0, 0.0, 0.0]))
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/genart-pwned-marker",))
+
+
+def test_safety_ckpt_pickle_is_never_unpickled(tmp_path):
+    from comfyui_genart.graph.weights import UnsafeWeightsError, load_state_dict
+
+    marker = __import__("pathlib").Path("/tmp/genart-pwned-marker")
+    marker.unlink(missing_ok=True)
+    evil = tmp_path / "model.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": {"w": _Exploit()}}))
+    with pytest.raises(UnsafeWeightsError, match="was not executed"):
+        load_state_dict(evil)
+    assert not marker.exists()
+    good = tmp_path / "ok.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, good)
+    assert torch.equal(load_state_dict(good)["w"], torch.ones(2))
+    with pytest.raises(UnsafeWeightsError, match="disabled"):
+        load_state_dict(good, allow_pickle=False)
+
+
+def test_safety_workflow_loading_parses_json_only(tmp_path, pack):
+    from comfyui_genart.graph.workflow_io import WorkflowFileError, load_workflow
+
+    pickled = tmp_path / "wf.json"
+    pickled.write_bytes(pickle.dumps({"1": _Exploit()}))
+    with pytest.raises(WorkflowFileError, match="not valid JSON"):
+        load_workflow(pickled, {})
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([1, 2]))
+    with pytest.raises(WorkflowFileError, match="JSON object"):
+        load_workflow(listed, {})
