@@ -29,12 +29,20 @@ def structural_key(class_type: str, version: int, constants: dict[str, Any],
 
 
 def file_fingerprint(path: Path) -> str:
-    """Size and modification time: cheap, and changes whenever the file is rewritten."""
+    """Size and modification time (of every file inside, for a model folder): cheap, and it changes
+    whenever a file is rewritten."""
     try:
         st = os.stat(path)
     except OSError:
         return f"{path}:missing"
-    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    if not path.is_dir():
+        return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    parts = []
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            s = p.stat()
+            parts.append(f"{p.relative_to(path)}:{s.st_size}:{s.st_mtime_ns}")
+    return f"{path}/" + hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def nbytes(value: Any) -> int:

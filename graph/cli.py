@@ -42,7 +42,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("output"), help="where saved images go (default ./output)")
     p.add_argument("--input-dir", type=Path, default=Path("input"),
                    help="where input files are looked up (default ./input)")
-    p.add_argument("--temp-dir", type=Path, default=None, help="where previews go (default <output-dir>/../temp)")
+    p.add_argument("--temp-dir", type=Path, default=Path("temp"), help="where previews go (default ./temp)")
     p.add_argument("--models-dir", type=Path, action="append", default=None,
                    help="folder with model files; repeatable (default ./models)")
     p.add_argument("--allow-any-path", action="store_true",
@@ -130,7 +130,7 @@ def _settings(args: argparse.Namespace) -> Any:
             raise WorkflowFileError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     out = args.output_dir.resolve()
     paths = Paths(input_dir=args.input_dir.resolve(), output_dir=out,
-                  temp_dir=(args.temp_dir or out.parent / "temp").resolve(),
+                  temp_dir=args.temp_dir.resolve(),
                   models_dirs=[m.resolve() for m in (args.models_dir or [Path("models")])],
                   allow_any_path=args.allow_any_path)
     return RunSettings(paths=paths, device=device, dtype=getattr(torch, args.dtype),

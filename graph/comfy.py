@@ -6,6 +6,7 @@ folder_paths, progress bar and interruption check lazily, at run time.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from .context import RunContext, RunSettings
@@ -16,6 +17,11 @@ from .safety import Paths
 from .spec import NodeSpec
 
 HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
+# Our model kinds -> ComfyUI's folder_paths names that also hold such files.
+COMFY_MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "vae": ("vae",), "vqgan": ("vae",), "unet": ("diffusion_models", "unet"),
+    "checkpoints": ("checkpoints",), "text_encoders": ("text_encoders", "clip"),
+}
 
 
 def object_info_entry(spec: NodeSpec, python_module: str = "custom_nodes.ComfyUI-GenArt") -> dict[str, Any]:
@@ -46,24 +52,21 @@ def comfyui_settings() -> RunSettings:
     import comfy.model_management as mm  # type: ignore[import-not-found]
     import folder_paths  # type: ignore[import-not-found]
 
-    def model_lookup(kind: str, name: str) -> str | None:
-        try:
-            return folder_paths.get_full_path(kind, name)
-        except Exception:  # noqa: BLE001 - an unknown folder kind in ComfyUI raises KeyError or similar
-            return None
+    def extra_roots(kind: str) -> list[Path]:
+        roots: list[Path] = []
+        for name in COMFY_MODEL_FOLDERS.get(kind, (kind,)):
+            try:
+                roots.extend(Path(p) for p in folder_paths.get_folder_paths(name))
+            except KeyError:  # a folder name this ComfyUI version does not know
+                continue
+        return roots
 
-    paths = Paths(input_dir=_path(folder_paths.get_input_directory()),
-                  output_dir=_path(folder_paths.get_output_directory()),
-                  temp_dir=_path(folder_paths.get_temp_directory()),
-                  models_dirs=[_path(folder_paths.models_dir)], model_lookup=model_lookup)
+    paths = Paths(input_dir=Path(folder_paths.get_input_directory()),
+                  output_dir=Path(folder_paths.get_output_directory()),
+                  temp_dir=Path(folder_paths.get_temp_directory()),
+                  models_dirs=[Path(folder_paths.models_dir)], extra_model_roots=extra_roots)
     return RunSettings(paths=paths, device=mm.get_torch_device(), progress_factory=_ComfyProgress,
                        interrupt_hook=mm.throw_exception_if_processing_interrupted)
-
-
-def _path(p: str) -> Any:
-    from pathlib import Path
-
-    return Path(p)
 
 
 class _ComfyProgress:
@@ -100,7 +103,7 @@ def comfy_class(cls: type[Node], settings_factory: Any = None) -> type:
                 continue
             section = "required" if ins.required else "optional"
             _, opts = types[section][ins.name]
-            files = settings.paths.list_files(ins.file.folder, ins.file.extensions)
+            files = settings.paths.list_files(ins.file.folder, ins.file.extensions, ins.file.folders)
             types[section][ins.name] = (files or [""], opts)
         return {**types, "hidden": dict(HIDDEN)}
 

@@ -33,13 +33,16 @@ class FileInput:
     """Marks a string field as a file name resolved inside an allowed root.
 
     `folder` names the root: "input" (the input directory) or "models/<kind>" (a models folder).
-    The engine fingerprints the file (size + mtime) for the cache key and refuses paths that leave
-    the root; inside ComfyUI the widget becomes a list of the files in that folder.
+    The engine fingerprints the file (size + mtime; every file inside for a folder) for the cache
+    key and refuses paths that leave the root; inside ComfyUI the widget becomes a list of the files
+    in that folder.
     """
 
     folder: str = "input"
     extensions: tuple[str, ...] = ()
     image_upload: bool = False
+    # Also offer model folders (diffusers layout: a folder with config.json and weights).
+    folders: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,45 +29,53 @@ def _default_root(name: str) -> Path:
     return Path.cwd() / name
 
 
+# A folder counts as one model (a diffusers folder) when it holds one of these.
+MODEL_FOLDER_MARKERS = ("config.json", "model_index.json", "scheduler_config.json", "tokenizer_config.json")
+
+
 @dataclass
 class Paths:
-    """Allowed roots. `models_dirs` are searched in order for "models/<kind>" file inputs."""
+    """Allowed roots. A "models/<kind>" input is looked up in `<models_dir>/<kind>` for each models dir,
+    then in `extra_model_roots(kind)` (ComfyUI's own model folders when running inside ComfyUI)."""
 
     input_dir: Path = field(default_factory=lambda: _default_root("input"))
     output_dir: Path = field(default_factory=lambda: _default_root("output"))
     temp_dir: Path = field(default_factory=lambda: _default_root("temp"))
     models_dirs: list[Path] = field(default_factory=lambda: [_default_root("models")])
     allow_any_path: bool = False
-    # Inside ComfyUI: (kind, name) -> full path from its model folders, or None.
-    model_lookup: Callable[[str, str], str | None] | None = None
+    extra_model_roots: Callable[[str], list[Path]] | None = None
+
+    def roots(self, folder: str) -> list[Path]:
+        if folder == "input":
+            return [self.input_dir]
+        if folder.startswith("models/"):
+            kind = folder.split("/", 1)[1]
+            extra = self.extra_model_roots(kind) if self.extra_model_roots is not None else []
+            return [d / kind for d in self.models_dirs] + [p for p in extra if p not in self.models_dirs]
+        raise UnsafePathError(f"unknown file folder {folder!r}; use 'input' or 'models/<kind>'")
 
     def resolve_input(self, folder: str, name: str) -> Path:
-        """The file a workflow's `name` refers to in `folder` ("input" or "models/<kind>")."""
+        """The file (or model folder) a workflow's `name` refers to in `folder`."""
         if not isinstance(name, str) or not name.strip():
             raise UnsafePathError(f"empty file name for {folder!r}")
         if self.allow_any_path and os.path.isabs(name):
             return Path(name)
-        if folder == "input":
-            return confine(self.input_dir, name, what="input file")
-        if folder.startswith("models/"):
-            kind = folder.split("/", 1)[1]
-            if self.model_lookup is not None:
-                found = self.model_lookup(kind, name)
-                if found:
-                    return Path(found)
-            candidates = [confine(root / kind, name, what="model file") for root in self.models_dirs]
-            return next((c for c in candidates if c.exists()), candidates[0])
-        raise UnsafePathError(f"unknown file folder {folder!r}")
+        what = "input file" if folder == "input" else "model file"
+        candidates = [confine(root, name, what=what) for root in self.roots(folder)]
+        return next((c for c in candidates if c.exists()), candidates[0])
 
-    def list_files(self, folder: str, extensions: tuple[str, ...] = ()) -> list[str]:
-        """Files under a folder, as names relative to it (what a ComfyUI combo widget lists)."""
-        roots = [self.input_dir] if folder == "input" else [r / folder.split("/", 1)[1] for r in self.models_dirs]
+    def list_files(self, folder: str, extensions: tuple[str, ...] = (), folders: bool = False) -> list[str]:
+        """Names under a folder, relative to it (what a ComfyUI combo widget lists): files with one of
+        `extensions`, and with `folders`, model folders (those holding a config file)."""
         names: set[str] = set()
-        for root in roots:
-            if root.is_dir():
-                for p in root.rglob("*"):
-                    if p.is_file() and (not extensions or p.suffix.lower() in extensions):
-                        names.add(p.relative_to(root).as_posix())
+        for root in self.roots(folder):
+            if not root.is_dir():
+                continue
+            for p in root.rglob("*"):
+                if p.is_file() and (not extensions or p.suffix.lower() in extensions):
+                    names.add(p.relative_to(root).as_posix())
+                elif folders and p.is_dir() and any((p / m).is_file() for m in MODEL_FOLDER_MARKERS):
+                    names.add(p.relative_to(root).as_posix())
         return sorted(names)
 
 

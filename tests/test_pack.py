@@ -115,3 +115,22 @@ def test_pack_console_script_installed(tmp_path):
                            str(tmp_path), "--quiet"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "genart").glob("*.png"))) == 2
+
+
+def test_pack_readme_node_list_and_workflows_are_current():
+    for tool in ("node_table.py", "build_workflows.py"):
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / tool), "--check"], capture_output=True, text=True)
+        assert proc.returncode == 0, f"run python tools/{tool}: {proc.stdout}{proc.stderr}"
+
+
+def test_pack_shipped_workflows_convert_back_to_their_prompts(pack):
+    sys.path.insert(0, str(REPO / "tools"))
+    from build_workflows import WORKFLOWS
+
+    from comfyui_genart.graph.comfy import object_info
+    from comfyui_genart.graph.ui_format import ui_to_api
+
+    info = object_info(pack.REGISTRY)
+    for name, prompt in WORKFLOWS.items():
+        converted = ui_to_api(json.loads((REPO / "workflows" / f"{name}.json").read_text()), info)
+        assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in converted.items()} == prompt

@@ -172,6 +172,6 @@ def build_registry(pack: Any) -> Any:
     registry = Registry()
     for cls in (Number, Add, Sink, Random, ReadText, Length, Tensor, ShowDevice, Slow, Grad):
         registry.register(cls)
-    for name, cls in pack.REGISTRY.items():
+    for _, cls in pack.REGISTRY.items():
         registry.register(cls)
     return registry

@@ -1,0 +1,354 @@
+"""The pack inside a real ComfyUI server: loading, /object_info, running a prompt, validation errors.
+
+Runs only when GENART_COMFYUI_DIR points to a ComfyUI checkout (the one this was written against is
+v0.3.64); GENART_COMFYUI_PYTHON names its interpreter (default `<dir>/.venv/bin/python`). Skipped
+otherwise. The checkout is never written to: the server gets `--base-directory` on a temp folder whose
+custom_nodes/ holds a symlink `ComfyUI-GenArt` -> this repository (a dash in the name, as users clone
+it), bytecode writing is off, and it listens on a free loopback port only.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_FOLDER = "ComfyUI-GenArt"
+PYTHON_MODULE = f"custom_nodes.{PACK_FOLDER}"
+START_TIMEOUT_S = 180.0
+RUN_TIMEOUT_S = 120.0
+INPUT_IMAGE = "genart_live_input.png"
+
+
+@dataclass
+class Server:
+    url: str
+    base: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base / "output"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON body); a 4xx/5xx answer is returned, not raised."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            try:
+                return err.code, json.loads(raw)
+            except ValueError:
+                return err.code, raw.decode(errors="replace")
+
+    def get(self, path: str) -> Any:
+        status, body = self.request("GET", path)
+        assert status == 200, f"GET {path} -> {status}: {body}\n{self.tail()}"
+        return body
+
+    def tail(self, n: int = 60) -> str:
+        return "--- ComfyUI log (tail) ---\n" + "\n".join(self.log().splitlines()[-n:])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(mtime_ns, size) of every file under the checkout, virtual environments and .git left out."""
+    seen: dict[str, tuple[int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames
+                       if d != ".git" and not (Path(dirpath) / d / "pyvenv.cfg").exists()]
+        for name in filenames:
+            p = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                st = p.lstat()
+                seen[str(p.relative_to(root))] = (st.st_mtime_ns, st.st_size)
+    return seen
+
+
+def _write_input_image(path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (12, 10), (200, 40, 90)).save(path)
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    setting = os.environ.get("GENART_COMFYUI_DIR")
+    if not setting:
+        pytest.skip("set GENART_COMFYUI_DIR to a ComfyUI checkout to run the live ComfyUI test")
+    comfy_dir = Path(setting).expanduser().resolve()
+    if not (comfy_dir / "main.py").is_file():
+        pytest.fail(f"GENART_COMFYUI_DIR={setting} has no main.py: not a ComfyUI checkout")
+    python = Path(os.environ.get("GENART_COMFYUI_PYTHON") or comfy_dir / ".venv" / "bin" / "python")
+    if not python.is_file() or not os.access(python, os.X_OK):
+        pytest.skip(f"ComfyUI's python not found at {python} (set GENART_COMFYUI_PYTHON)")
+
+    base = tmp_path_factory.mktemp("comfyui-base")
+    for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
+        (base / sub).mkdir()
+    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    _write_input_image(base / "input" / INPUT_IMAGE)
+
+    port = _free_port()
+    log_path = base / "comfyui.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    cmd = [str(python), str(comfy_dir / "main.py"), "--cpu", "--disable-api-nodes", "--disable-auto-launch",
+           "--database-url", "sqlite:///:memory:", "--listen", "127.0.0.1", "--port", str(port),
+           "--base-directory", str(base)]
+    before = _snapshot(comfy_dir)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    server = Server(f"http://127.0.0.1:{port}", base, log_path, proc)
+    try:
+        t0 = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited with code {proc.returncode} while starting\n{server.tail()}")
+            try:
+                with urllib.request.urlopen(server.url + "/system_stats", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() - t0 > START_TIMEOUT_S:
+                pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT_S:.0f} s\n{server.tail()}")
+            time.sleep(0.5)
+        print(f"\nComfyUI up at {server.url} after {time.monotonic() - t0:.1f} s (log: {log_path})")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+    changed = sorted(k for k, v in _snapshot(comfy_dir).items() if before.get(k) != v)
+    changed += sorted(set(before) - set(_snapshot(comfy_dir)))
+    assert not changed, f"the ComfyUI checkout was modified: {changed[:20]}"
+
+
+@pytest.fixture(scope="module")
+def object_info(comfyui: Server) -> dict[str, Any]:
+    return comfyui.get("/object_info")
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip: tuples become lists, as in ComfyUI's HTTP answer."""
+    return json.loads(json.dumps(value))
+
+
+def _base_settings(base: Path) -> Any:
+    from comfyui_genart.graph.context import RunSettings
+    from comfyui_genart.graph.safety import Paths
+
+    return RunSettings(paths=Paths(input_dir=base / "input", output_dir=base / "output", temp_dir=base / "temp",
+                                   models_dirs=[base / "models"]))
+
+
+def _assert_pack_log_clean(server: Server) -> None:
+    log = server.log()
+    ours = [line for line in log.splitlines() if PACK_FOLDER in line or "GenArt" in line]
+    bad = [line for line in ours
+           if "IMPORT FAILED" in line or "Cannot import" in line or "Skip " in line or "[ERROR]" in line]
+    assert not bad, "ComfyUI complained about the pack:\n" + "\n".join(bad) + "\n" + server.tail()
+    assert "Unable to parse pyproject.toml" not in log, server.tail()
+    assert "Exception during processing" not in log, server.tail()
+
+
+def test_pack_imports_under_a_dashed_folder_name(comfyui: Server) -> None:
+    log = comfyui.log()
+    loaded = [line for line in log.splitlines()
+              if line.rstrip().endswith(f"custom_nodes/{PACK_FOLDER}") and "seconds" in line]
+    assert loaded, f"no import-time line for {PACK_FOLDER} in ComfyUI's log\n{comfyui.tail()}"
+    assert "IMPORT FAILED" not in loaded[0], loaded[0]
+    _assert_pack_log_clean(comfyui)
+
+
+def test_object_info_matches_our_input_types(comfyui: Server, object_info: dict[str, Any]) -> None:
+    import comfyui_genart
+    from comfyui_genart.graph.comfy import comfy_class, object_info_entry
+
+    mappings = comfyui_genart.NODE_CLASS_MAPPINGS
+    assert mappings, "the pack maps no node classes"
+    missing = sorted(set(mappings) - set(object_info))
+    assert not missing, f"GenArt nodes missing from ComfyUI's /object_info: {missing}"
+    for name, cls in mappings.items():
+        live = object_info[name]
+        node_cls = cls.GENART_NODE
+        spec = node_cls.spec
+        # INPUT_TYPES as generated inside ComfyUI: file combos list ComfyUI's input / models folders.
+        expected_inputs = _plain(comfy_class(node_cls, settings_factory=lambda: _base_settings(comfyui.base))
+                                 .INPUT_TYPES())
+        assert live["input"] == expected_inputs, name
+        if not spec.file_inputs:
+            assert live["input"] == _plain(cls.INPUT_TYPES()), name
+        assert live["input_order"] == {k: list(v) for k, v in expected_inputs.items()}, name
+        assert live["output"] == list(cls.RETURN_TYPES), name
+        assert live["output_name"] == list(cls.RETURN_NAMES), name
+        assert live["output_node"] is bool(cls.OUTPUT_NODE), name
+        assert live["category"] == cls.CATEGORY, name
+        assert live["description"] == cls.DESCRIPTION, name
+        assert live["display_name"] == comfyui_genart.NODE_DISPLAY_NAME_MAPPINGS[name], name
+        assert live["python_module"] == PYTHON_MODULE, name
+        # The entry our UI-format converter uses in place of a live server must agree with the real one.
+        assert live == _plain(object_info_entry(spec) | {"input": expected_inputs}), name
+
+    # Inside ComfyUI our file combos list ComfyUI's input folder (here: the one image put there).
+    image_combo = object_info["GenArtLoadImage"]["input"]["required"]["image"]
+    assert image_combo[0] == [INPUT_IMAGE], image_combo
+    assert image_combo[1].get("image_upload") is True
+    _assert_pack_log_clean(comfyui)
+
+
+def test_headless_standins_are_not_registered(object_info: dict[str, Any]) -> None:
+    import comfyui_genart
+
+    standins = [name for name, cls in comfyui_genart.REGISTRY.items() if cls.HEADLESS_ONLY]
+    assert "LoadImage" in standins
+    for name in standins:
+        assert name not in comfyui_genart.NODE_CLASS_MAPPINGS, name
+        if name in object_info:  # ComfyUI's own node of that name stays ComfyUI's
+            assert not object_info[name]["python_module"].startswith("custom_nodes."), object_info[name]
+    assert object_info["LoadImage"]["python_module"] == "nodes"
+    assert object_info["SaveImage"]["python_module"] == "nodes"
+    assert not any(k.startswith("GenArt") and k not in comfyui_genart.NODE_CLASS_MAPPINGS for k in object_info)
+
+
+def _pipeline(width: int = 24, height: int = 20, prefix: str = "live/genart") -> dict[str, Any]:
+    return {
+        "1": {"class_type": "GenArtPatternImage",
+              "inputs": {"pattern": "checkerboard", "width": 48, "height": 40, "batch_size": 2, "cell": 6,
+                         "red": 0.9, "green": 0.3, "blue": 0.1},
+              "_meta": {"title": "pattern"}},
+        "2": {"class_type": "GenArtResizeImage",
+              "inputs": {"image": ["1", 0], "width": width, "height": height, "method": "bilinear"}},
+        "3": {"class_type": "GenArtSaveImage",
+              "inputs": {"images": ["2", 0], "filename_prefix": prefix, "embed_workflow": True}},
+    }
+
+
+def _wait_for_history(server: Server, prompt_id: str) -> dict[str, Any]:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < RUN_TIMEOUT_S:
+        assert server.proc.poll() is None, f"ComfyUI died while running the prompt\n{server.tail()}"
+        history = server.get(f"/history/{prompt_id}")
+        entry = history.get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None and (
+                entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
+            return entry
+        time.sleep(0.25)
+    pytest.fail(f"prompt {prompt_id} not done within {RUN_TIMEOUT_S:.0f} s\n{server.tail()}")
+
+
+def test_prompt_runs_and_saves_a_runnable_png(comfyui: Server, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    import comfyui_genart
+    from comfyui_genart.graph.executor import Executor
+    from comfyui_genart.graph.pngmeta import read_workflow_from_png
+
+    prompt = _pipeline()
+    workflow = {"last_node_id": 3, "last_link_id": 2, "nodes": [], "links": [], "version": 0.4,
+                "extra": {"genart_live_test": True}}
+    status, answer = comfyui.request("POST", "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex,
+                                                          "extra_data": {"extra_pnginfo": {"workflow": workflow}}})
+    assert status == 200, f"{answer}\n{comfyui.tail()}"
+    assert answer["node_errors"] == {}
+    entry = _wait_for_history(comfyui, answer["prompt_id"])
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{comfyui.tail()}"
+    assert entry["status"]["completed"] is True
+
+    images = entry["outputs"]["3"]["images"]
+    assert [(r["subfolder"], r["type"]) for r in images] == [("live", "output")] * 2, images
+    assert [r["filename"] for r in images] == ["genart_00001_.png", "genart_00002_.png"], images
+    files = [comfyui.output_dir / r["subfolder"] / r["filename"] for r in images]
+    for path in files:
+        assert path.is_file(), path
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size == (24, 20) and im.mode == "RGB", (path, im.size, im.mode)
+        saved_prompt, saved_workflow = read_workflow_from_png(path)
+        assert saved_prompt == prompt, "the PNG's `prompt` tEXt chunk is not the prompt that ran"
+        assert saved_workflow == workflow, "the PNG's `workflow` tEXt chunk is not the one sent"
+    with urllib.request.urlopen(f"{comfyui.url}/view?filename={images[0]['filename']}&subfolder=live&type=output",
+                                timeout=30) as resp:
+        assert resp.read() == files[0].read_bytes()
+
+    # The same prompt headless, in this process: the same pixels.
+    settings = _base_settings(tmp_path)
+    for sub in ("input", "output", "temp", "models"):
+        (tmp_path / sub).mkdir()
+    report = Executor(comfyui_genart.REGISTRY, settings).run(prompt, workflow)
+    headless = report.ui["3"]["images"]
+    assert [r["filename"] for r in headless] == [r["filename"] for r in images]
+    for record, live_path in zip(headless, files, strict=True):
+        headless_path = tmp_path / "output" / record["subfolder"] / record["filename"]
+        with Image.open(headless_path) as a, Image.open(live_path) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), f"{record['filename']} differs headless vs ComfyUI"
+    _assert_pack_log_clean(comfyui)
+
+
+def test_invalid_prompt_gets_comfyui_validation_error(comfyui: Server) -> None:
+    import comfyui_genart
+    from comfyui_genart.graph.errors import WorkflowInvalid
+    from comfyui_genart.graph.executor import Executor
+
+    prompt = _pipeline()
+    prompt["1"]["inputs"]["width"] = 9000  # max is 8192
+    status, body = comfyui.request("POST", "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+    assert status == 400, body
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    assert body["error"]["message"] == "Prompt outputs failed validation"
+    assert set(body["node_errors"]) == {"1"}, body["node_errors"]
+    node = body["node_errors"]["1"]
+    assert node["class_type"] == "GenArtPatternImage"
+    assert node["dependent_outputs"] == ["3"]
+    (err,) = node["errors"]
+    assert err["type"] == "value_bigger_than_max", err
+    assert err["message"] == "Value 9000 bigger than max of 8192"
+    assert err["details"] == "width"
+    assert err["extra_info"]["input_name"] == "width"
+    assert err["extra_info"]["received_value"] == 9000
+    assert err["extra_info"]["input_config"][0] == "INT"
+    assert err["extra_info"]["input_config"][1]["max"] == 8192
+
+    # Our headless validator answers in the same shape.
+    with pytest.raises(WorkflowInvalid) as info:
+        Executor(comfyui_genart.REGISTRY).validate(prompt)
+    ours = info.value.to_json()
+    assert ours["error"]["type"] == body["error"]["type"]
+    assert set(ours["node_errors"]) == {"1"}
+    assert ours["node_errors"]["1"]["class_type"] == node["class_type"]
+    assert ours["node_errors"]["1"]["dependent_outputs"] == node["dependent_outputs"]
+    (our_err,) = ours["node_errors"]["1"]["errors"]
+    assert (our_err["type"], our_err["message"], our_err["details"]) == (err["type"], err["message"], err["details"])
+    for key in ("input_name", "received_value"):
+        assert our_err["extra_info"][key] == err["extra_info"][key], key
+    _assert_pack_log_clean(comfyui)
