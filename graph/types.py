@@ -1,13 +1,14 @@
 """Socket types, declared once.
 
 ComfyUI's own names are used where they exist so our nodes plug into LoadImage, SaveImage, latent and
-mask nodes without conversion; our own are prefixed `GENART_`. A field annotated with one of these
-aliases becomes a socket (a link input or an output) of that type.
+mask nodes without conversion. The node library declares its own `GENART_*` types beside the
+payloads they carry (nodes/handles.py); the engine knows none of them. A field annotated with one of
+these aliases becomes a socket (a link input or an output) of that type.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 
@@ -28,15 +29,6 @@ MASK = "MASK"
 Image = Annotated[torch.Tensor, Socket(IMAGE)]
 Mask = Annotated[torch.Tensor, Socket(MASK)]
 Latent = Annotated[dict, Socket(LATENT)]
-
-# Our own concepts: one type name each.
-VQModelRef = Annotated[Any, Socket("GENART_VQMODEL")]
-AutoencoderRef = Annotated[Any, Socket("GENART_AUTOENCODER")]
-DenoiserRef = Annotated[Any, Socket("GENART_DENOISER")]
-SchedulerRef = Annotated[Any, Socket("GENART_SCHEDULER")]
-Conditioning = Annotated[Any, Socket("GENART_CONDITIONING")]
-Codes = Annotated[Any, Socket("GENART_CODES")]
-Metrics = Annotated[Any, Socket("GENART_METRICS")]
 
 # Plain values that may also travel over links (ComfyUI primitive sockets).
 IntSocket = Annotated[int, Socket("INT")]

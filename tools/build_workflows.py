@@ -1,9 +1,10 @@
-"""Write the shipped workflows/*.json (UI format, version 0.4) from the API prompts defined here.
+"""Write the shipped UI workflows (workflows/<name>.json, version 0.4) from their API prompts
+(workflows/api/<name>.json), so both formats ship and never drift apart.
 
-    python tools/build_workflows.py          # rewrite every file
-    python tools/build_workflows.py --check  # exit 1 if a file is out of date
+    python tools/build_workflows.py          # rewrite every UI file
+    python tools/build_workflows.py --check  # exit 1 if a UI file is out of date
 
-A test checks that each file converts back to exactly its prompt, so the two never drift apart.
+Edit the API prompt, then run this. A test checks each UI file converts back to exactly its prompt.
 """
 from __future__ import annotations
 
@@ -14,30 +15,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+API_DIR = REPO / "workflows" / "api"
 
 
-def _link(node: str, slot: int = 0) -> list[Any]:
-    return [node, slot]
+def prompts() -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(API_DIR.glob("*.json"))}
 
 
-WORKFLOWS: dict[str, dict[str, Any]] = {
-    # Engine demo: no model needed. A synthetic batch is resized, cropped, saved and previewed.
-    "image-utilities": {
-        "1": {"class_type": "GenArtPatternImage",
-              "inputs": {"pattern": "checkerboard", "width": 96, "height": 96, "batch_size": 2, "cell": 12,
-                         "red": 0.9, "green": 0.5, "blue": 0.1}},
-        "2": {"class_type": "GenArtResizeImage",
-              "inputs": {"image": _link("1"), "width": 64, "height": 64, "method": "bicubic"}},
-        "3": {"class_type": "GenArtCropImage",
-              "inputs": {"image": _link("2"), "x": 8, "y": 8, "width": 48, "height": 48}},
-        "4": {"class_type": "GenArtSaveImage",
-              "inputs": {"images": _link("3"), "filename_prefix": "genart/image-utilities", "embed_workflow": True}},
-        "5": {"class_type": "GenArtPreviewImage", "inputs": {"images": _link("2")}},
-    },
-}
-
-
-def build(name: str) -> dict[str, Any]:
+def build(prompt: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from graph.run import load_pack
 
@@ -45,7 +30,7 @@ def build(name: str) -> dict[str, Any]:
     from comfyui_genart.graph.comfy import object_info
     from comfyui_genart.graph.ui_build import api_to_ui
 
-    return api_to_ui(WORKFLOWS[name], object_info(pack.REGISTRY))
+    return api_to_ui(prompt, object_info(pack.REGISTRY))
 
 
 def main() -> int:
@@ -53,9 +38,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only report files that are out of date")
     args = parser.parse_args()
     stale = []
-    for name in WORKFLOWS:
+    for name, prompt in prompts().items():
         path = REPO / "workflows" / f"{name}.json"
-        text = json.dumps(build(name), indent=2) + "\n"
+        text = json.dumps(build(prompt), indent=2) + "\n"
         if path.exists() and path.read_text() == text:
             continue
         stale.append(path.name)

@@ -1,0 +1,138 @@
+"""What travels over the GENART_* model sockets: loaded models with what they need to be used right.
+
+Handles are plain containers; nodes never mutate the model inside one (a node that changes weights,
+such as training, makes a new handle), so cached outputs that hold them stay valid.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import torch
+
+from ..graph.types import Socket
+
+
+@dataclass(eq=False)
+class VQModelHandle:
+    """A diffusers VQModel (encoder, vector quantizer, decoder). Socket GENART_VQMODEL."""
+
+    model: Any  # diffusers.VQModel
+    source: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def num_codes(self) -> int:
+        return int(self.model.config.num_vq_embeddings)
+
+
+@dataclass(eq=False)
+class AutoencoderHandle:
+    """A diffusers AutoencoderKL. Socket GENART_AUTOENCODER. LATENTs stay unscaled (ComfyUI's
+    convention); `scaling_factor` is applied by the denoiser side."""
+
+    model: Any  # diffusers.AutoencoderKL
+    source: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+@dataclass(eq=False)
+class DenoiserHandle:
+    """A diffusers UNet2DModel (unconditional) or UNet2DConditionModel. Socket GENART_DENOISER.
+
+    `latent_scale` multiplies a raw LATENT before the UNet sees it (0.18215 for SD 1.x; 1.0 when the
+    denoiser was trained on raw latents) and divides its result back.
+    """
+
+    model: Any
+    latent_scale: float = 1.0
+    source: str = ""
+
+    @property
+    def conditional(self) -> bool:
+        return getattr(self.model.config, "cross_attention_dim", None) is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+@dataclass(eq=False)
+class SchedulerHandle:
+    """A diffusers scheduler as class name + config. Socket GENART_SCHEDULER.
+
+    `fresh()` builds a new instance, so stateful schedulers (Euler, DPM-Solver++, UniPC, ...) never
+    share state between nodes or runs.
+    """
+
+    class_name: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def fresh(self) -> Any:
+        import diffusers
+
+        cls = getattr(diffusers, self.class_name)
+        return cls.from_config(copy.deepcopy(self.config))
+
+
+@dataclass(eq=False)
+class TextEncoderHandle:
+    """A CLIP tokenizer + text encoder (transformers). Socket GENART_TEXT_ENCODER."""
+
+    tokenizer: Any
+    text_encoder: Any
+    source: str = ""
+
+
+@dataclass(eq=False)
+class Conditioning:
+    """Text conditioning for a conditional denoiser. Socket GENART_CONDITIONING.
+
+    `cond`: [B, tokens, dim] prompt embeddings; `uncond`: the negative prompt's (same shape) or None
+    when no classifier-free guidance is possible.
+    """
+
+    cond: torch.Tensor
+    uncond: torch.Tensor | None = None
+
+
+@dataclass(eq=False)
+class CodeMap:
+    """Codebook indices of a VQ latent. Socket GENART_CODES.
+
+    `indices`: int64 [B, h, w], each in [0, num_codes); `num_codes`: codebook size;
+    `embed_dim`: channels of a quantized latent (for dequantizing).
+    """
+
+    indices: torch.Tensor
+    num_codes: int
+    embed_dim: int
+
+
+# The sockets, declared once: annotate node fields and outputs with these.
+VQModel = Annotated[VQModelHandle, Socket("GENART_VQMODEL")]
+Autoencoder = Annotated[AutoencoderHandle, Socket("GENART_AUTOENCODER")]
+Denoiser = Annotated[DenoiserHandle, Socket("GENART_DENOISER")]
+Scheduler = Annotated[SchedulerHandle, Socket("GENART_SCHEDULER")]
+TextEncoder = Annotated[TextEncoderHandle, Socket("GENART_TEXT_ENCODER")]
+ConditioningSocket = Annotated[Conditioning, Socket("GENART_CONDITIONING")]
+Codes = Annotated[CodeMap, Socket("GENART_CODES")]
