@@ -38,7 +38,9 @@ class InputSpec:
     choices: tuple[Any, ...] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     file: FileInput | None = None
-    adapter: TypeAdapter | None = None
+    adapter: TypeAdapter[Any] | None = None
+    # Converted values of scalar constants, keyed by (type, value): workflows repeat constants a lot.
+    memo: dict[tuple[Any, Any], Any] = field(default_factory=dict, repr=False)
 
     @property
     def is_widget(self) -> bool:
@@ -57,13 +59,8 @@ class InputSpec:
             return (list(self.choices), opts)
         return (self.type, opts)
 
-    memo: dict[tuple[type, Any], Any] = field(default_factory=dict, repr=False)
-
     def validate(self, value: Any) -> Any:
-        """The value converted to the field's type; raises pydantic's ValidationError.
-
-        Results for scalar values are memoized: workflows repeat the same constants many times.
-        """
+        """The value converted to the field's type; raises pydantic's ValidationError."""
         if self.adapter is None:
             raise TypeError(f"input {self.name!r} is a socket; it takes links, not constants")
         key = (type(value), value) if isinstance(value, (str, int, float, bool)) else None
@@ -193,6 +190,11 @@ def _bounds(metadata: list[Any]) -> dict[str, Any]:
     return opts
 
 
+def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
+    """A validator for one field alone, with its bounds (constants are checked input by input)."""
+    return TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
+
+
 def _input_spec(cls: type[Node], name: str, info: FieldInfo) -> InputSpec:
     where = f"{cls.__name__}.{name}"
     if not (info.description or "").strip():
@@ -202,8 +204,8 @@ def _input_spec(cls: type[Node], name: str, info: FieldInfo) -> InputSpec:
     has_default = info.default is not PydanticUndefined or info.default_factory is not None
     default = info.default if info.default is not PydanticUndefined else None
     required = not (optional and default is None)
-    adapter = TypeAdapter(Annotated[info.annotation, info]) if not _socket_type(bare, metadata) else None
     socket = _socket_type(bare, metadata)
+    adapter = _adapter(info) if socket is None else None
     if socket is not None:
         if socket in WIDGET_TYPES and has_default and default is not None:
             # A primitive with a default is a widget that may also be linked.
@@ -240,7 +242,7 @@ def _widget_spec(where: str, name: str, info: FieldInfo, bare: Any, metadata: li
         options["image_upload"] = True
     options.update(widget.extra)
     if adapter is None:
-        adapter = TypeAdapter(Annotated[info.annotation, info])
+        adapter = _adapter(info)
     if required and default is None and typ != "COMBO" and file is None:
         raise NodeDefinitionError(f"{where}: a widget needs a default (ComfyUI shows it when the node is added)")
     return InputSpec(name, typ, False, required, info.description or "", default, choices, options, file, adapter)

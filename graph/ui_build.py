@@ -86,7 +86,7 @@ def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, dict[str, Any
         if title and title != info.get("display_name"):
             ui["title"] = title
         nodes[node_id] = ui
-    links = []
+    links: list[list[Any]] = []
     for node_id in prompt:
         for name, value in prompt[node_id]["inputs"].items():
             if not is_link(value):

@@ -112,7 +112,7 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
 
     relevant = _ancestors(prompt, wanted)
     planned: dict[str, PlannedNode] = {}
-    edges = []
+    edges: list[tuple[str, str]] = []
     for node_id in relevant:
         if node_id not in classes:
             continue
