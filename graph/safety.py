@@ -29,6 +29,9 @@ def _default_root(name: str) -> Path:
     return Path.cwd() / name
 
 
+# The pack's own models folder (shipped configs and the default model): searched last, from any
+# working directory and inside ComfyUI.
+PACK_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 # A folder counts as one model (a diffusers folder) when it holds one of these.
 MODEL_FOLDER_MARKERS = ("config.json", "model_index.json", "scheduler_config.json", "tokenizer_config.json")
 
@@ -36,7 +39,8 @@ MODEL_FOLDER_MARKERS = ("config.json", "model_index.json", "scheduler_config.jso
 @dataclass
 class Paths:
     """Allowed roots. A "models/<kind>" input is looked up in `<models_dir>/<kind>` for each models dir,
-    then in `extra_model_roots(kind)` (ComfyUI's own model folders when running inside ComfyUI)."""
+    then in `extra_model_roots(kind)` (ComfyUI's own model folders when running inside ComfyUI), then
+    in the pack's own `models/<kind>`."""
 
     input_dir: Path = field(default_factory=lambda: _default_root("input"))
     output_dir: Path = field(default_factory=lambda: _default_root("output"))
@@ -51,7 +55,8 @@ class Paths:
         if folder.startswith("models/"):
             kind = folder.split("/", 1)[1]
             extra = self.extra_model_roots(kind) if self.extra_model_roots is not None else []
-            return [d / kind for d in self.models_dirs] + [p for p in extra if p not in self.models_dirs]
+            roots = [d / kind for d in self.models_dirs] + extra + [PACK_MODELS_DIR / kind]
+            return list(dict.fromkeys(roots))
         raise UnsafePathError(f"unknown file folder {folder!r}; use 'input' or 'models/<kind>'")
 
     def resolve_input(self, folder: str, name: str) -> Path:
