@@ -102,6 +102,14 @@ class TextEncoderHandle:
     text_encoder: Any
     source: str = ""
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.text_encoder.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.text_encoder.parameters()).dtype
+
 
 @dataclass(eq=False)
 class Conditioning:

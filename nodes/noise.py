@@ -1,9 +1,30 @@
-"""Noise: seeded on the CPU with ComfyUI's prepare_noise semantics, then moved to the device."""
+"""Noise: seeded on the CPU with ComfyUI's prepare_noise semantics, then moved to the device.
+
+Also the latents that noise goes with: an empty latent, noise injected at a strength or timestep
+(img2img), and ComfyUI's noise mask.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ..graph.context import RunContext
+from ..graph.node import Node, NodeOutputs
+from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS
+from ..graph.types import IntSocket, Latent, Mask
+from .handles import Scheduler
+from .image import pixel_budget
+
+# ComfyUI's seed range (KSampler's noise_seed): any unsigned 64-bit integer.
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+# Odd 64-bit constant (golden ratio) that spreads derived seeds for the extra noise components.
+_SEED_STRIDE = 0x9E3779B97F4A7C15
+# prepare_noise draws every index below the largest one: bound the work a workflow can ask for.
+MAX_BATCH_INDEX = 65535
 
 
 def prepare_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None = None,
@@ -25,3 +46,243 @@ def prepare_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | 
         if i in wanted:
             draws[i] = draw
     return torch.cat([draws[i] for i in batch_index], dim=0)
+
+
+def derived_seed(seed: int, component: int) -> int:
+    """Seed of an extra noise component (offset, pyramid level): distinct per component, in [0, 2**64)."""
+    return (seed + component * _SEED_STRIDE) % (SEED_MAX + 1)
+
+
+def latent_samples(latent: Any, input_name: str = "latent") -> torch.Tensor:
+    """The `samples` tensor [B, C, h, w] of a LATENT, with an error that names the input otherwise."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+        got = type(latent).__name__ if not isinstance(latent, dict) else f"keys {sorted(latent)}"
+        if isinstance(samples, torch.Tensor):
+            got = f"samples of shape {tuple(samples.shape)}"
+        raise ValueError(f"{input_name} must be a LATENT dict with 'samples' [B, C, h, w]; got {got}")
+    return samples
+
+
+def batch_index_of(latent: dict[str, Any], batch: int, input_name: str = "latent") -> list[int] | None:
+    """The latent's "batch_index" (ComfyUI's per-item noise indices), checked against its batch size."""
+    index = latent.get("batch_index")
+    if index is None:
+        return None
+    if (not isinstance(index, (list, tuple)) or len(index) != batch
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_BATCH_INDEX for i in index)):
+        raise ValueError(f"{input_name}['batch_index'] must list one integer in [0, {MAX_BATCH_INDEX}] per item "
+                         f"({batch} items), got {index!r}; drop the key to number the items 0..{batch - 1}")
+    return list(index)
+
+
+def gaussian_like(samples: torch.Tensor, seed: int, batch_index: Sequence[int] | None) -> torch.Tensor:
+    """ComfyUI's noise for a latent: prepare_noise in the latent's dtype, moved to its device."""
+    return prepare_noise(samples.shape, seed, batch_index, dtype=samples.dtype).to(samples.device)
+
+
+def offset_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None, offset: float) -> torch.Tensor:
+    """Gaussian noise plus `offset` * a per-channel constant: randn(B, C, h, w) + offset * randn(B, C, 1, 1).
+
+    The constant shifts each channel's mean, which lets a model learn to change overall brightness.
+    """
+    b, c = shape[0], shape[1]
+    base = prepare_noise(shape, seed, batch_index)
+    shift = prepare_noise((b, c, 1, 1), derived_seed(seed, 1), batch_index)
+    return base + offset * shift
+
+
+def pyramid_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None, discount: float,
+                  levels: int) -> torch.Tensor:
+    """Multi-resolution noise: sum over i = 0..levels of discount**i * (gaussian at size (h, w) / 2**i,
+    bilinearly upsampled to (h, w)), stopping at the first level of 1x1; each item is then divided by
+    its own standard deviation (so it has std 1 and does not depend on the other items)."""
+    b, c, h, w = shape
+    noise = prepare_noise(shape, seed, batch_index)
+    for i in range(1, levels + 1):
+        hi, wi = max(1, h >> i), max(1, w >> i)
+        coarse = prepare_noise((b, c, hi, wi), derived_seed(seed, i), batch_index)
+        noise = noise + discount**i * F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        if hi == 1 and wi == 1:
+            break
+    return noise / noise.std(dim=(1, 2, 3), keepdim=True)
+
+
+class EmptyLatent(Node):
+    """Make a batch of all-zero latents for an image size, to start sampling from pure noise."""
+
+    CLASS_TYPE = "GenArtEmptyLatent"
+    CATEGORY = "GenArt/noise"
+
+    class Outputs(NodeOutputs):
+        latent: Latent = Field(description="zeros, samples [batch_size, channels, height / downscale_factor, "
+                               "width / downscale_factor] float32 on the run's device")
+
+    width: int = Field(512, ge=1, le=MAX_RESOLUTION, description="image width in pixels; a multiple of "
+                       "downscale_factor")
+    height: int = Field(512, ge=1, le=MAX_RESOLUTION, description="image height in pixels; a multiple of "
+                        "downscale_factor")
+    downscale_factor: int = Field(8, ge=1, le=64, description="pixels per latent cell of the autoencoder that will "
+                                  "decode it (8 for Stable Diffusion's VAE; 2**(number of blocks - 1) for a "
+                                  "diffusers VQModel or AutoencoderKL)")
+    channels: int = Field(4, ge=1, le=64, description="latent channels (4 for Stable Diffusion; the VQ model's "
+                          "vq_embed_dim)")
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="number of latents")
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        problems = []
+        f = constants.get("downscale_factor")
+        for name in ("width", "height"):
+            size = constants.get(name)
+            if f is not None and size is not None and size % f:
+                lower, upper = size - size % f, size - size % f + f
+                allowed = f"{lower} or {upper}" if lower else f"{upper}"
+                problems.append((name, f"{name} {size} is not a multiple of downscale_factor {f}; use {allowed}"))
+        return problems + pixel_budget(constants, "batch_size")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        f = self.downscale_factor
+        # Linked sizes skip validation's check: refuse here rather than floor.
+        problems = self.check_constants(self.model_dump(), ctx)
+        if problems:
+            raise ValueError("; ".join(message for _, message in problems))
+        shape = (self.batch_size, self.channels, self.height // f, self.width // f)
+        return self.Outputs(latent={"samples": torch.zeros(shape, dtype=torch.float32, device=ctx.device)})
+
+
+class Noise(Node):
+    """Draw seeded noise the shape of a latent: gaussian (as ComfyUI's samplers), offset or pyramid noise.
+
+    All noise is drawn on the CPU from the seed, so a seed gives the same noise on every machine, and
+    honours the latent's "batch_index" as ComfyUI does: item i gets the noise of its own index.
+    """
+
+    CLASS_TYPE = "GenArtNoise"
+    CATEGORY = "GenArt/noise"
+
+    class Outputs(NodeOutputs):
+        noise: Latent = Field(description="the noise as a LATENT: samples [B, C, h, w] in the latent's dtype and "
+                              "device (other keys of the input latent kept)")
+
+    latent: Latent = Field(description="gives the shape, dtype, device and batch_index; its values are not used")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="noise seed; 'gaussian' with the same seed and "
+                      "batch_index is exactly the noise ComfyUI's KSampler draws")
+    kind: Literal["gaussian", "offset", "pyramid"] = Field(
+        "gaussian", description="'gaussian': N(0, 1), ComfyUI's prepare_noise; 'offset': gaussian + offset * a "
+        "per-channel constant N(0, 1) (shifts overall brightness); 'pyramid': multi-resolution noise, gaussians "
+        "at halving sizes weighted by discount**level, renormalized to std 1 per item")
+    offset: float = Field(0.1, ge=0.0, le=10.0, description="'offset' only: weight of the per-channel constant")
+    discount: float = Field(0.8, ge=0.0, le=1.0, description="'pyramid' only: weight factor per level "
+                            "(level i is weighted discount**i)")
+    levels: int = Field(6, ge=1, le=16, description="'pyramid' only: coarser levels added on top of the full-size "
+                        "gaussian (fewer when the size reaches 1x1 first)")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        samples = latent_samples(self.latent)
+        index = batch_index_of(self.latent, samples.shape[0])
+        if self.kind == "gaussian":
+            noise = gaussian_like(samples, self.seed, index)
+        elif self.kind == "offset":
+            noise = offset_noise(samples.shape, self.seed, index, self.offset)
+        else:
+            if samples[0].numel() < 2:
+                raise ValueError(f"latent items of shape {tuple(samples.shape[1:])} are too small for pyramid noise "
+                                 "(it is normalized per item); use kind 'gaussian'")
+            noise = pyramid_noise(samples.shape, self.seed, index, self.discount, self.levels)
+        noise = noise.to(device=samples.device, dtype=samples.dtype)
+        return self.Outputs(noise={**self.latent, "samples": noise})
+
+
+class InjectNoiseOutputs(NodeOutputs):
+    latent: Latent = Field(description="the noised latent, samples [B, C, h, w] (other keys kept, including "
+                           "noise_mask, which the sampler honours)")
+    timestep: IntSocket = Field(description="the timestep the latent was noised to; -1 when no noise was added "
+                                "(strength too small for one step, or timestep below the schedule's last step)")
+    start_step: IntSocket = Field(description="index into the scheduler's timesteps for `steps` steps where "
+                                  "denoising resumes; equal to their count when no noise was added")
+
+
+class InjectNoise(Node):
+    """Noise a latent part way along a schedule (img2img): x_t = scheduler.add_noise(x_0, noise, t).
+
+    The scheduler's timesteps for N = steps are computed and the latent is noised to one of them, t =
+    timesteps[start_step], exactly as the sampler resuming at start_step expects (diffusers' img2img
+    pipelines, set_begin_index included). by='strength': int(N * strength) steps are left to run,
+    start_step = (N - int(N * strength)) * scheduler.order; strength 1 noises to the first (noisiest) step,
+    which still keeps a trace of the latent. by='timestep': the first step at or below the given training
+    timestep (give steps = num_train_timesteps, with DDPM or DDIM, to hit any t exactly). ComfyUI's `denoise`
+    is related but not equal: it runs N steps of a longer schedule instead of the last int(N * strength) of N.
+    """
+
+    CLASS_TYPE = "GenArtInjectNoise"
+    CATEGORY = "GenArt/noise"
+
+    Outputs = InjectNoiseOutputs
+
+    latent: Latent = Field(description="clean latent x_0, samples [B, C, h, w] raw (unscaled)")
+    scheduler: Scheduler = Field(description="the diffusers scheduler whose add_noise and timesteps are used")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="noise seed (ComfyUI's prepare_noise, per batch_index); "
+                      "unused when `noise` is linked")
+    by: Literal["strength", "timestep"] = Field("strength", description="how the noise level is given: a fraction "
+                                                "of the schedule, or a training timestep")
+    strength: float = Field(0.5, ge=0.0, le=1.0, description="'strength': fraction of the N steps left to run")
+    steps: int = Field(50, ge=1, le=MAX_STEPS, description="number of sampling steps N the schedule is split into")
+    timestep: int = Field(500, ge=0, le=99999, description="'timestep': training timestep in "
+                          "[0, num_train_timesteps); the latent is noised to the first step at or below it")
+    noise: Latent | None = Field(None, description="optional noise LATENT (GenArt Noise), samples the same shape "
+                                 "as the latent's; when absent, gaussian noise is drawn from `seed`")
+
+    def run(self, ctx: RunContext) -> InjectNoiseOutputs:
+        x0 = latent_samples(self.latent)
+        if self.noise is None:
+            eps = gaussian_like(x0, self.seed, batch_index_of(self.latent, x0.shape[0]))
+        else:
+            eps = latent_samples(self.noise, "noise")
+            if eps.shape != x0.shape:
+                raise ValueError(f"noise has shape {tuple(eps.shape)} but the latent has {tuple(x0.shape)}; "
+                                 "make the noise from this latent (GenArt Noise) or leave `noise` unlinked")
+            eps = eps.to(device=x0.device, dtype=x0.dtype)
+        scheduler = self.scheduler.fresh()
+        if not hasattr(scheduler, "add_noise"):
+            raise ValueError(f"scheduler {self.scheduler.class_name} has no add_noise; use a scheduler such as "
+                             "DDIMScheduler, DDPMScheduler or EulerDiscreteScheduler")
+        scheduler.set_timesteps(self.steps)
+        timesteps, order = scheduler.timesteps, scheduler.order
+        if self.by == "strength":
+            start = (self.steps - min(int(self.steps * self.strength), self.steps)) * order
+        else:
+            limit = int(scheduler.config.num_train_timesteps)
+            if self.timestep >= limit:
+                raise ValueError(f"timestep {self.timestep} is outside this scheduler's training schedule "
+                                 f"[0, {limit}); use a value below {limit}")
+            steps_at_or_below = (i for i in range(0, len(timesteps), order) if timesteps[i] <= self.timestep)
+            start = next(steps_at_or_below, len(timesteps))
+        if start >= len(timesteps):
+            return InjectNoiseOutputs(latent=dict(self.latent), timestep=-1, start_step=len(timesteps))
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        t = timesteps[start]
+        xt = scheduler.add_noise(x0, eps, t.reshape(1).repeat(x0.shape[0]).to(x0.device))
+        return InjectNoiseOutputs(latent={**self.latent, "samples": xt}, timestep=int(t), start_step=start)
+
+
+class SetNoiseMask(Node):
+    """Limit sampling to a masked area, as ComfyUI's SetLatentNoiseMask (1 = regenerate, 0 = keep)."""
+
+    CLASS_TYPE = "GenArtSetNoiseMask"
+    CATEGORY = "GenArt/noise"
+
+    class Outputs(NodeOutputs):
+        latent: Latent = Field(description="the latent with noise_mask [B or 1, 1, H, W] (other keys kept)")
+
+    latent: Latent = Field(description="latent, samples [B, C, h, w]")
+    mask: Mask = Field(description="mask, [B, H, W] or [H, W] float in [0, 1], any resolution (the sampler resizes "
+                       "it to the latent)")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        latent_samples(self.latent)
+        if self.mask.ndim not in (2, 3):
+            raise ValueError(f"mask must be a MASK [B, H, W] or [H, W], got shape {tuple(self.mask.shape)}")
+        return self.Outputs(latent={**self.latent,
+                                    "noise_mask": self.mask.reshape(-1, 1, *self.mask.shape[-2:])})
