@@ -45,18 +45,32 @@ def file_fingerprint(path: Path) -> str:
     return f"{path}/" + hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
 
+_SCALARS = (int, float, str, bool, bytes, type(None))
+
+
 def nbytes(value: Any) -> int:
-    """Bytes held by tensors inside a value (dicts, lists, tuples followed)."""
+    """Bytes held by tensors reachable from a value: containers, dataclasses and plain objects are
+    followed (a model handle counts its weights; a denoising state its scheduler's tensors), each
+    object once."""
     total = 0
+    seen: set[int] = set()
     stack = [value]
     while stack:
         item = stack.pop()
+        if isinstance(item, _SCALARS) or id(item) in seen:
+            continue
+        seen.add(id(item))
         if isinstance(item, torch.Tensor):
             total += item.numel() * item.element_size()
-        elif isinstance(item, (list, tuple)):
+        elif isinstance(item, torch.nn.Module):
+            stack.extend(item.parameters())
+            stack.extend(item.buffers())
+        elif isinstance(item, (list, tuple, set, frozenset)):
             stack.extend(item)
         elif isinstance(item, dict):
             stack.extend(item.values())
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            stack.extend(vars(item).values())
     return total
 
 

@@ -1,1 +1,424 @@
-"""(being written)"""
+"""One denoising step as a pure node, and the step logic the sampler shares with it.
+
+A denoising that is not finished travels inside its LATENT under the key "genart_denoise" (a
+`DenoiseState`): the scheduler after the steps done so far (copied, never mutated once stored), the
+index of the next step, the CPU random stream of the stochastic schedulers, and the exact scaled
+latent. A step node copies what it needs from its input and returns a new state, so it is pure: it
+caches, and N chained step nodes equal one N-step sampler bit for bit (both run `Denoising.step`).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ..graph.context import RunContext
+from ..graph.node import Node, NodeOutputs, Widget
+from ..graph.safety import MAX_STEPS
+from ..graph.types import Latent
+from .handles import Conditioning, ConditioningSocket, Denoiser, DenoiserHandle, Scheduler, SchedulerHandle
+from .noise import batch_index_of, latent_samples
+
+STATE_KEY = "genart_denoise"
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+
+SEED_DESCRIPTION = ("seed of the CPU random stream: the initial noise is drawn from it with ComfyUI's "
+                    "prepare_noise semantics, and stochastic schedulers (DDPM, Euler ancestral, LCM, ...) "
+                    "continue the same stream for their step noise, as a diffusers pipeline does with one "
+                    "generator. Read only when this node starts a denoising: a latent that is mid-denoising "
+                    "carries its own stream")
+CFG_DESCRIPTION = ("classifier-free guidance scale: uncond + cfg * (cond - uncond), one batched denoiser "
+                   "call for both, as StableDiffusionPipeline; 1.0 runs the prompt alone (one call). "
+                   "Unconditional denoisers have no guidance and do not read it")
+CONDITIONING_DESCRIPTION = ("prompt and negative-prompt embeddings [1 or B, tokens, dim] from GenArt Encode "
+                            "Text; required by a conditional denoiser (UNet2DConditionModel), refused by an "
+                            "unconditional one")
+NOISE_DESCRIPTION = ("initial noise to use instead of drawing it from `seed`: LATENT whose samples "
+                     "[B, C, h, w] float are unit Gaussian noise in the denoiser's space (not multiplied by "
+                     "latent_scale), same shape as `latent`. Read only when this node starts a denoising")
+MASK_NOTE = ("a noise_mask (1 = denoise, resized to the latent as ComfyUI does) inpaints: before every step the "
+             "kept area is set to the original noised to that step, and after the last step to the original")
+ADD_NOISE_DESCRIPTION = ("when starting a denoising: on, the start is pure noise (first step) or `latent` "
+                         "noised to the start step with the scheduler's add_noise (img2img); off, `latent` "
+                         "(times latent_scale) is taken as already noised to the start step, as ComfyUI's "
+                         "KSamplerAdvanced with add_noise disabled")
+
+
+@dataclass(eq=False)
+class DenoiseState:
+    """An unfinished denoising, carried in LATENT["genart_denoise"]. Never mutated after it is stored.
+
+    `x` is the latent the denoiser works on (samples * latent_scale) before step `index` of
+    `scheduler.timesteps`; `samples` is the very tensor handed out as LATENT["samples"] (x / latent_scale),
+    so a step that receives it unchanged resumes from `x` without a multiply/divide round-off.
+    """
+
+    scheduler_handle: SchedulerHandle
+    scheduler: Any  # the diffusers scheduler after set_timesteps and `index` steps
+    steps: int
+    index: int
+    generator_state: torch.Tensor  # torch.Generator("cpu").get_state()
+    x: torch.Tensor
+    samples: torch.Tensor
+    latent_scale: float
+    noise: torch.Tensor  # initial noise, denoiser space (inpainting re-noises the kept area with it)
+    inpainting: Inpainting | None
+
+
+@dataclass(eq=False)
+class Inpainting:
+    """A noise mask at the latent's size and the clean latent it keeps."""
+
+    mask: torch.Tensor  # [B, C, h, w], 1 = denoise
+    original: torch.Tensor  # the start latent, scaled (samples * latent_scale)
+
+
+@dataclass(eq=False)
+class Guidance:
+    """Conditioning prepared once per node run: what the denoiser's cross-attention reads."""
+
+    hidden_states: torch.Tensor | None  # [B, tokens, dim] or [2B, ...] (uncond then cond) when guided
+    guided: bool
+    cfg: float
+
+
+_ACCEPTS_GENERATOR: dict[type, bool] = {}
+
+
+def _accepts_generator(scheduler: Any) -> bool:
+    cls = type(scheduler)
+    if cls not in _ACCEPTS_GENERATOR:
+        _ACCEPTS_GENERATOR[cls] = "generator" in inspect.signature(cls.step).parameters
+    return _ACCEPTS_GENERATOR[cls]
+
+
+class Denoising:
+    """A denoising owned by one node run (mutable): a scheduler, the latent, the next step index."""
+
+    def __init__(self, scheduler_handle: SchedulerHandle, scheduler: Any, steps: int, index: int, x: torch.Tensor,
+                 generator: torch.Generator, latent_scale: float, noise: torch.Tensor,
+                 inpainting: Inpainting | None) -> None:
+        self.scheduler_handle = scheduler_handle
+        self.scheduler = scheduler
+        self.timesteps = scheduler.timesteps
+        self.steps = steps
+        self.index = index
+        self.x = x
+        self.generator = generator
+        self.latent_scale = latent_scale
+        self.noise = noise
+        self.inpainting = inpainting
+        self._step_kwargs: dict[str, Any] = {"generator": generator} if _accepts_generator(scheduler) else {}
+
+    @property
+    def total(self) -> int:
+        """Entries of the schedule (one denoiser evaluation each)."""
+        return len(self.timesteps)
+
+    @property
+    def finished(self) -> bool:
+        return self.index >= self.total
+
+    def step(self, model: Any, guidance: Guidance) -> None:
+        """Run step `index`: one denoiser evaluation (two batched under guidance) and one scheduler step."""
+        t = self.timesteps[self.index]
+        x, inpainting = self.x, self.inpainting
+        if inpainting is not None:  # the kept area is the original, noised to this step
+            kept = self.scheduler.add_noise(inpainting.original, self.noise, t.reshape(1))
+            x = inpainting.mask * x + (1 - inpainting.mask) * kept
+        model_in = self.scheduler.scale_model_input(x, t)
+        if guidance.guided:
+            model_in = torch.cat([model_in] * 2)
+        if guidance.hidden_states is None:
+            out = model(model_in, t, return_dict=False)[0]
+        else:
+            out = model(model_in, t, encoder_hidden_states=guidance.hidden_states, return_dict=False)[0]
+        if guidance.guided:
+            out_uncond, out_cond = out.chunk(2)
+            out = out_uncond + guidance.cfg * (out_cond - out_uncond)
+        x = self.scheduler.step(out, t, x, **self._step_kwargs, return_dict=False)[0]
+        self.index += 1
+        if inpainting is not None and self.finished:
+            x = inpainting.mask * x + (1 - inpainting.mask) * inpainting.original
+        self.x = x
+
+    def samples(self) -> torch.Tensor:
+        """The current latent unscaled (LATENT["samples"]): x / latent_scale."""
+        return self.x / self.latent_scale
+
+    def output(self, latent: dict, samples: torch.Tensor) -> dict:
+        """The LATENT to hand out: `latent`'s other keys (noise_mask, batch_index) kept, new samples, and the
+        state while steps remain. Hands over the scheduler: this object must not step any more."""
+        out = {k: v for k, v in latent.items() if k != STATE_KEY}
+        out["samples"] = samples
+        if not self.finished:
+            out[STATE_KEY] = DenoiseState(
+                scheduler_handle=self.scheduler_handle,
+                scheduler=self.scheduler, steps=self.steps, index=self.index,
+                generator_state=self.generator.get_state(), x=self.x, samples=samples,
+                latent_scale=self.latent_scale, noise=self.noise, inpainting=self.inpainting)
+        return out
+
+
+def seeded_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None) -> tuple[torch.Tensor,
+                                                                                              torch.Generator]:
+    """prepare_noise's noise, float32 on the CPU, and the generator that drew it (its stream continues).
+
+    The draws mirror `.noise.prepare_noise`, which does not hand out its generator (a test checks they
+    agree bit for bit); keeping it lets stochastic schedulers continue the seed's stream, as a diffusers
+    pipeline continues its one generator.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    if batch_index is None:
+        return torch.randn(tuple(shape), generator=generator, device="cpu"), generator
+    wanted = set(batch_index)
+    draws = {}
+    for i in range(max(wanted) + 1):
+        draw = torch.randn((1, *shape[1:]), generator=generator, device="cpu")
+        if i in wanted:
+            draws[i] = draw
+    return torch.cat([draws[i] for i in batch_index], dim=0), generator
+
+
+def denoiser_input(latent: Any, denoiser: DenoiserHandle) -> torch.Tensor:
+    """LATENT["samples"] of input 'latent', checked against what the denoiser takes."""
+    samples = latent_samples(latent, "latent")
+    channels = denoiser.model.config.in_channels
+    if samples.shape[1] != channels:
+        raise ValueError(
+            f"input 'latent' has {samples.shape[1]} channels (shape {tuple(samples.shape)}) but the denoiser "
+            f"takes {channels}; encode with the autoencoder the denoiser was trained with")
+    return samples
+
+
+def _batch(embeddings: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if embeddings.shape[0] == batch:
+        return embeddings
+    if embeddings.shape[0] == 1:
+        return embeddings.repeat(batch, 1, 1)  # as StableDiffusionPipeline repeats per image
+    raise ValueError(
+        f"input 'conditioning' holds {embeddings.shape[0]} {what} embeddings for a latent batch of {batch}; "
+        "give one prompt (used for every item) or one per item")
+
+
+def prepare_guidance(denoiser: DenoiserHandle, conditioning: Conditioning | None, cfg: float,
+                     batch: int) -> Guidance:
+    """Check conditioning against the denoiser and stack it for one batched call per step."""
+    config = denoiser.model.config
+    if not denoiser.conditional:
+        if conditioning is not None:
+            raise ValueError(
+                f"input 'conditioning' is connected but the denoiser ({type(denoiser.model).__name__}) is "
+                "unconditional and reads no text; disconnect it or load a conditional denoiser")
+        return Guidance(None, False, cfg)
+    if conditioning is None:
+        raise ValueError(
+            f"input 'conditioning' is missing: the denoiser ({type(denoiser.model).__name__}, cross_attention_dim "
+            f"{config.cross_attention_dim}) is conditional; connect GenArt Encode Text")
+    dim = conditioning.cond.shape[-1]
+    if conditioning.cond.ndim != 3 or dim != config.cross_attention_dim:
+        raise ValueError(
+            f"input 'conditioning' has embeddings of shape {tuple(conditioning.cond.shape)} but the denoiser's "
+            f"cross_attention_dim is {config.cross_attention_dim}; use the text encoder it was trained with")
+    device, dtype = denoiser.device, denoiser.dtype
+    cond = _batch(conditioning.cond.to(device=device, dtype=dtype), batch, "prompt")
+    if cfg == 1.0:
+        return Guidance(cond, False, cfg)
+    if conditioning.uncond is None:
+        raise ValueError(
+            f"input 'cfg' = {cfg} needs negative-prompt embeddings, but 'conditioning' has none; set cfg to 1.0 "
+            "or make the conditioning with GenArt Encode Text (it always encodes the negative prompt)")
+    uncond = _batch(conditioning.uncond.to(device=device, dtype=dtype), batch, "negative-prompt")
+    return Guidance(torch.cat([uncond, cond]), True, cfg)
+
+
+def _latent_mask(noise_mask: Any, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """ComfyUI's prepare_mask: bilinear resize to the latent, repeated over channels (and a batch of 1)."""
+    if not isinstance(noise_mask, torch.Tensor) or noise_mask.ndim not in (2, 3, 4):
+        got = f"shape {tuple(noise_mask.shape)}" if isinstance(noise_mask, torch.Tensor) else type(noise_mask).__name__
+        raise ValueError(f"input 'latent' has a noise_mask that is not a MASK [B, H, W]: {got}; set it with "
+                         "GenArt Set Noise Mask")
+    mask = noise_mask.reshape(-1, 1, noise_mask.shape[-2], noise_mask.shape[-1]).to(device=device, dtype=dtype)
+    if mask.shape[0] not in (1, shape[0]):
+        raise ValueError(
+            f"input 'latent' has a noise_mask for {mask.shape[0]} images but {shape[0]} latents; give one mask "
+            "for all or one per latent")
+    mask = F.interpolate(mask, size=(shape[2], shape[3]), mode="bilinear")
+    return mask.repeat(shape[0] // mask.shape[0], shape[1], 1, 1)
+
+
+_TEMPLATES: weakref.WeakKeyDictionary[SchedulerHandle, Any] = weakref.WeakKeyDictionary()
+
+
+def fresh_scheduler(handle: SchedulerHandle) -> Any:
+    """handle.fresh(), built once per handle and copied after that (from_config costs ~10x a deepcopy)."""
+    template = _TEMPLATES.get(handle)
+    if template is None:
+        template = _TEMPLATES[handle] = handle.fresh()
+    return copy.deepcopy(template)
+
+
+def _same_scheduler(a: SchedulerHandle, b: SchedulerHandle) -> bool:
+    return a is b or (a.class_name == b.class_name and a.config == b.config)
+
+
+def no_step_message(steps: int, strength: float) -> str | None:
+    """Why `strength` runs no step of a `steps`-step schedule (diffusers' int(steps * strength)), or None."""
+    if int(steps * strength) > 0:
+        return None
+    least = 0.01 * math.ceil(100 / steps)
+    while int(steps * least) == 0:
+        least += 0.01
+    return (f"denoise {strength} with steps={steps} runs int({steps} * {strength}) = 0 steps; raise denoise to at "
+            f"least {least:.2f} or raise steps")
+
+
+def strength_start(steps: int, strength: float, order: int) -> int:
+    """diffusers' img2img convention: the index where the last int(steps * strength) steps begin."""
+    problem = no_step_message(steps, strength)
+    if problem is not None:
+        raise ValueError(f"input 'denoise': {problem}")
+    return (steps - min(int(steps * strength), steps)) * order
+
+
+def begin_denoising(denoiser: DenoiserHandle, scheduler: SchedulerHandle, latent: dict, *, seed: int, steps: int,
+                    start: int, add_noise: bool, noise: dict | None, start_input: str,
+                    strength: float = 1.0) -> Denoising:
+    """Resume the denoising `latent` carries, or start one at step `start` of a `steps`-step schedule.
+
+    `strength` < 1 starts instead where diffusers' img2img would (see `strength_start`); `start_input`
+    names the input that gave `start`, for messages.
+    """
+    samples = denoiser_input(latent, denoiser)
+    state = latent.get(STATE_KEY)
+    if isinstance(state, DenoiseState):
+        if strength < 1.0:
+            start, start_input = strength_start(steps, strength, state.scheduler.order), "denoise"
+        return _resume(state, denoiser, scheduler, samples, steps, start, start_input)
+    return _start(denoiser, scheduler, latent, samples, seed, steps, start, strength, add_noise, noise, start_input)
+
+
+def _resume(state: DenoiseState, denoiser: DenoiserHandle, scheduler: SchedulerHandle, samples: torch.Tensor,
+            steps: int, start: int, start_input: str) -> Denoising:
+    where = f"the latent is mid-denoising at step {state.index} of a {state.steps}-step schedule"
+    if start != state.index:
+        raise ValueError(f"input {start_input!r} = {start} but {where}; set {start_input} to {state.index} to "
+                         "continue it")
+    if steps != state.steps:
+        raise ValueError(f"input 'steps' = {steps} but {where}; use steps={state.steps} in every node of a chain")
+    if not _same_scheduler(scheduler, state.scheduler_handle):
+        raise ValueError(
+            f"input 'scheduler' is {scheduler.class_name} {scheduler.config} but {where} with "
+            f"{state.scheduler_handle.class_name} {state.scheduler_handle.config}; connect the same scheduler")
+    if samples.shape != state.x.shape:
+        raise ValueError(f"input 'latent' has shape {tuple(samples.shape)} but {where} with shape "
+                         f"{tuple(state.x.shape)}; the latent may not change shape while it is denoised")
+    scale = float(denoiser.latent_scale)
+    if samples is state.samples and scale == state.latent_scale:
+        x = state.x
+    else:  # changed between steps (or a denoiser with another scale): take what was given
+        x = samples.to(device=state.x.device, dtype=state.x.dtype) * scale
+    generator = torch.Generator(device="cpu")
+    generator.set_state(state.generator_state)
+    return Denoising(state.scheduler_handle, copy.deepcopy(state.scheduler), state.steps, state.index, x,
+                     generator, scale, state.noise, state.inpainting)
+
+
+def _start(denoiser: DenoiserHandle, handle: SchedulerHandle, latent: dict, samples: torch.Tensor, seed: int,
+           steps: int, start: int, strength: float, add_noise: bool, noise: dict | None,
+           start_input: str) -> Denoising:
+    device, dtype = denoiser.device, denoiser.dtype
+    scheduler = fresh_scheduler(handle)
+    try:
+        scheduler.set_timesteps(steps, device=device)
+    except ValueError as err:
+        raise ValueError(f"input 'steps' = {steps}: {handle.class_name} cannot make that schedule ({err}); "
+                         "lower steps") from err
+    timesteps = scheduler.timesteps
+    if strength < 1.0:
+        start, start_input = strength_start(steps, strength, scheduler.order), "denoise"
+    if start >= len(timesteps):
+        raise ValueError(
+            f"input {start_input!r} = {start} is past the last step: {handle.class_name} with steps={steps} has "
+            f"{len(timesteps)} steps (0 to {len(timesteps) - 1})")
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)  # as diffusers' img2img pipelines do; add_noise reads it
+    drawn, generator = seeded_noise(samples.shape, seed, batch_index_of(latent, samples.shape[0]))
+    if noise is None:
+        eps = drawn.to(device=device, dtype=dtype)
+    else:
+        given = latent_samples(noise, "noise")
+        if given.shape != samples.shape:
+            raise ValueError(f"input 'noise' has shape {tuple(given.shape)} but 'latent' has {tuple(samples.shape)}; "
+                             "make the noise from this latent (GenArt Noise) or leave 'noise' unlinked")
+        eps = given.to(device=device, dtype=dtype)
+    scale = float(denoiser.latent_scale)
+    inpainting = None
+    if latent.get("noise_mask") is not None:
+        inpainting = Inpainting(_latent_mask(latent["noise_mask"], samples.shape, device, dtype),
+                                samples.to(device=device, dtype=dtype) * scale)
+    if add_noise and start == 0:
+        x = eps * scheduler.init_noise_sigma
+    else:
+        x = inpainting.original if inpainting is not None else samples.to(device=device, dtype=dtype) * scale
+        if add_noise:
+            x = scheduler.add_noise(x, eps, timesteps[start:start + 1].repeat(samples.shape[0]))
+    return Denoising(handle, scheduler, steps, start, x, generator, scale, eps, inpainting)
+
+
+class DenoiseStep(Node):
+    """Run one denoising step; chain these by hand to watch or edit a denoising step by step.
+
+    Starts a denoising when `latent` carries none (pure noise at step 0, img2img at a later step), or
+    continues the one it carries at its next step. The node is pure: its input stays untouched, so it
+    caches, branches, and N chained steps equal one N-step GenArt Sample Latent bit for bit.
+    """
+
+    CLASS_TYPE = "GenArtDenoiseStep"
+    CATEGORY = "GenArt/denoise"
+
+    class Outputs(NodeOutputs):
+        latent: Latent = Field(
+            description="LATENT after the step: samples [B, C, h, w] unscaled (for decoders; noisy until the "
+                        "last step), the input's noise_mask and batch_index, and the state for the next step")
+
+    denoiser: Denoiser = Field(description="the denoising UNet (unconditional or text-conditioned)")
+    scheduler: Scheduler = Field(
+        description="diffusers scheduler: stateless (DDPM, DDIM) or stateful (Euler, Euler ancestral, "
+                    "DPM-Solver++ multistep, UniPC, LCM, ...); its state travels in the latent")
+    latent: Latent = Field(
+        description="LATENT: samples [B, C, h, w] float, unscaled. With a denoising state (the output of a "
+                    "step or a sampler that stopped early) it is continued; else it gives the shape and the image "
+                    "for img2img, and " + MASK_NOTE)
+    seed: int = Field(0, ge=0, le=MAX_SEED, description=SEED_DESCRIPTION)
+    steps: int = Field(20, ge=1, le=MAX_STEPS,
+                       description="steps of the whole schedule (scheduler.set_timesteps); the same in every "
+                                   "node of a chain")
+    step_index: int = Field(
+        0, ge=0, le=MAX_STEPS - 1,
+        description="index of the step this node runs, 0 = the noisiest, in the scheduler's timesteps (for "
+                    "first-order schedulers the step number). A chain runs 0, 1, 2, ...; starting at k > 0 is "
+                    "img2img that runs steps k..steps-1")
+    cfg: Annotated[float, Widget(step=0.1)] = Field(7.5, ge=0.0, le=100.0, description=CFG_DESCRIPTION)
+    add_noise: bool = Field(True, description=ADD_NOISE_DESCRIPTION)
+    conditioning: ConditioningSocket | None = Field(None, description=CONDITIONING_DESCRIPTION)
+    noise: Latent | None = Field(None, description=NOISE_DESCRIPTION)
+
+    def run(self, ctx: RunContext) -> Outputs:
+        denoising = begin_denoising(self.denoiser, self.scheduler, self.latent, seed=self.seed, steps=self.steps,
+                                    start=self.step_index, add_noise=self.add_noise, noise=self.noise,
+                                    start_input="step_index")
+        guidance = prepare_guidance(self.denoiser, self.conditioning, self.cfg, denoising.x.shape[0])
+        with ctx.progress(1) as bar:
+            denoising.step(self.denoiser.model, guidance)
+            bar.update()
+        latent = denoising.output(self.latent, denoising.samples())
+        return self.Outputs(latent=latent)

@@ -161,3 +161,19 @@ def test_cache_persistent_cache_reused_by_second_process(tmp_path):
     assert first == '{"1": "ran", "2": "ran"}'
     assert second == '{"1": "disk", "2": "ran"}'
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+
+def test_cache_nbytes_counts_tensors_inside_objects_once(pack):
+    from dataclasses import dataclass
+
+    from comfyui_genart.graph.cache import nbytes
+
+    @dataclass
+    class State:
+        sample: torch.Tensor
+        history: list
+
+    t = torch.zeros(10)  # 40 bytes
+    state = State(sample=t, history=[torch.zeros(5), t])  # t is shared: counted once
+    module = torch.nn.Linear(3, 2)  # 8 parameters = 32 bytes
+    assert nbytes(({"samples": torch.zeros(4), "state": state}, module, 3, "x")) == 16 + 40 + 20 + 32

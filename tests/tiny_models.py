@@ -92,7 +92,8 @@ def tiny_clip(folder: Path | None = None):
 
     folder = folder or Path(tempfile.mkdtemp(prefix="tiny-clip-"))
     write_tokenizer_files(folder)
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                              model_max_length=CLIP_CONFIG["max_position_embeddings"])
     torch.manual_seed(4)
     config = CLIPTextConfig(vocab_size=len(tokenizer), **CLIP_CONFIG)
     return tokenizer, CLIPTextModel(config).eval()

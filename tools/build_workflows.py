@@ -1,8 +1,8 @@
 """Write the shipped UI workflows (workflows/<name>.json, version 0.4) from their API prompts
 (workflows/api/<name>.json), so both formats ship and never drift apart.
 
-    python tools/build_workflows.py          # rewrite every UI file
-    python tools/build_workflows.py --check  # exit 1 if a UI file is out of date
+    python tools/build_workflows.py [NAME ...]  # rewrite every UI file (or the named ones)
+    python tools/build_workflows.py --check    # exit 1 if a UI file is out of date
 
 Edit the API prompt, then run this. A test checks each UI file converts back to exactly its prompt.
 """
@@ -36,9 +36,12 @@ def build(prompt: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only report files that are out of date")
+    parser.add_argument("names", nargs="*", help="workflow names (default: all)")
     args = parser.parse_args()
     stale = []
     for name, prompt in prompts().items():
+        if args.names and name not in args.names:
+            continue
         path = REPO / "workflows" / f"{name}.json"
         text = json.dumps(build(prompt), indent=2) + "\n"
         if path.exists() and path.read_text() == text:
