@@ -16,10 +16,12 @@ from .registry import Registry
 from .safety import Paths
 from .spec import NodeSpec
 
-HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
+# ComfyUI fills hidden inputs by their value and passes them under their key: prefixed keys, so they
+# can never shadow a node input (a text node's `prompt` widget was once overwritten by PROMPT).
+HIDDEN = {"genart_prompt": "PROMPT", "genart_extra_pnginfo": "EXTRA_PNGINFO", "genart_unique_id": "UNIQUE_ID"}
 # Our model kinds -> ComfyUI's folder_paths names that also hold such files.
 COMFY_MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
-    "vae": ("vae",), "vqgan": ("vae",), "unet": ("diffusion_models", "unet"),
+    "vae": ("vae",), "unet": ("diffusion_models", "unet"),
     "checkpoints": ("checkpoints",), "text_encoders": ("text_encoders", "clip"),
 }
 
@@ -120,10 +122,11 @@ def comfy_class(cls: type[Node], settings_factory: Any = None) -> type:
                 parts.append(file_fingerprint(settings.paths.resolve_input(ins.file.folder, name)))
         return "|".join(parts)
 
-    def execute(self: Any, prompt: Any = None, extra_pnginfo: Any = None, unique_id: Any = None,
-                **kwargs: Any) -> Any:
-        workflow = extra_pnginfo.get("workflow") if isinstance(extra_pnginfo, dict) else None
-        ctx = RunContext(get_settings(), str(unique_id or ""), spec.class_type, prompt, workflow)
+    def execute(self: Any, genart_prompt: Any = None, genart_extra_pnginfo: Any = None,
+                genart_unique_id: Any = None, **kwargs: Any) -> Any:
+        pnginfo = genart_extra_pnginfo
+        workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+        ctx = RunContext(get_settings(), str(genart_unique_id or ""), spec.class_type, genart_prompt, workflow)
         outputs, ui = invoke(cls, kwargs, ctx, validated=False)
         return {"ui": ui, "result": outputs} if ui else outputs
 

@@ -74,13 +74,14 @@ class Paths:
         `extensions`, and with `folders`, model folders (those holding a config file)."""
         names: set[str] = set()
         for root in self.roots(folder):
-            if not root.is_dir():
-                continue
-            for p in root.rglob("*"):
-                if p.is_file() and (not extensions or p.suffix.lower() in extensions):
-                    names.add(p.relative_to(root).as_posix())
-                elif folders and p.is_dir() and any((p / m).is_file() for m in MODEL_FOLDER_MARKERS):
-                    names.add(p.relative_to(root).as_posix())
+            for here, dirs, files in os.walk(root, followlinks=True):
+                rel = Path(here).relative_to(root)
+                if folders and here != str(root) and any(m in files for m in MODEL_FOLDER_MARKERS):
+                    names.add(rel.as_posix())
+                    dirs.clear()  # a model folder is one entry: its weight files are not listed apart
+                    continue
+                names.update((rel / f).as_posix() for f in files
+                             if not extensions or Path(f).suffix.lower() in extensions)
         return sorted(names)
 
 

@@ -276,6 +276,10 @@ def compile_spec(cls: type[Node]) -> NodeSpec:
             raise NodeDefinitionError(f"{name}: set {attr} as a class attribute string")
     if cls.run is Node.run:
         raise NodeDefinitionError(f"{name}: implement run(self, ctx) -> Outputs")
+    reserved = [n for n in cls.model_fields if n.startswith("genart_")]
+    if reserved:
+        raise NodeDefinitionError(f"{name}: input names starting with 'genart_' are reserved for ComfyUI's "
+                                  f"hidden inputs: {reserved}")
     inputs = {n: _input_spec(cls, n, info) for n, info in cls.model_fields.items()}
     return NodeSpec(
         class_type=cls.CLASS_TYPE,

@@ -113,11 +113,17 @@ def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         (base / sub).mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
     _write_input_image(base / "input" / INPUT_IMAGE)
+    _write_input_image(base / "input" / "example.png")  # the image the shipped workflows load
+    from tiny_models import write_all
+
+    write_all(base / "models")  # tiny diffusers models for the pipeline prompts
 
     port = _free_port()
     log_path = base / "comfyui.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    # One CPU thread on both sides: float reductions then run in the same order, so pixels can be
+    # compared bit for bit (with 1 vs 2 threads a few pixels of text-to-image differ by one level).
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     cmd = [str(python), str(comfy_dir / "main.py"), "--cpu", "--disable-api-nodes", "--disable-auto-launch",
            "--database-url", "sqlite:///:memory:", "--listen", "127.0.0.1", "--port", str(port),
            "--base-directory", str(base)]
@@ -222,7 +228,7 @@ def test_object_info_matches_our_input_types(comfyui: Server, object_info: dict[
 
     # Inside ComfyUI our file combos list ComfyUI's input folder (here: the one image put there).
     image_combo = object_info["GenArtLoadImage"]["input"]["required"]["image"]
-    assert image_combo[0] == [INPUT_IMAGE], image_combo
+    assert image_combo[0] == sorted([INPUT_IMAGE, "example.png"]), image_combo
     assert image_combo[1].get("image_upload") is True
     _assert_pack_log_clean(comfyui)
 
@@ -351,4 +357,45 @@ def test_invalid_prompt_gets_comfyui_validation_error(comfyui: Server) -> None:
     assert (our_err["type"], our_err["message"], our_err["details"]) == (err["type"], err["message"], err["details"])
     for key in ("input_name", "received_value"):
         assert our_err["extra_info"][key] == err["extra_info"][key], key
+    _assert_pack_log_clean(comfyui)
+
+
+@pytest.mark.parametrize("name", ["unconditional", "text-to-image", "vq-round-trip"])
+def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, tmp_path: Path, name: str) -> None:
+    """A shipped workflow (model loaders, sampler, decoders) run by ComfyUI and by our runner."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import comfyui_genart
+    from comfyui_genart.graph.executor import Executor
+
+    prompt = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+    for node in prompt.values():  # outputs of each run under their own prefix
+        if "filename_prefix" in node["inputs"]:
+            node["inputs"]["filename_prefix"] = f"live-{name}/out"
+    status, answer = comfyui.request("POST", "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+    assert status == 200 and answer["node_errors"] == {}, f"{answer}\n{comfyui.tail()}"
+    entry = _wait_for_history(comfyui, answer["prompt_id"])
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{comfyui.tail()}"
+
+    for sub in ("output", "temp"):
+        (tmp_path / sub).mkdir()
+    settings = _base_settings(comfyui.base)
+    settings.paths.output_dir, settings.paths.temp_dir = tmp_path / "output", tmp_path / "temp"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = Executor(comfyui_genart.REGISTRY, settings).run(prompt)
+    finally:
+        torch.set_num_threads(threads)
+    saved = [(node_id, r) for node_id, out in entry["outputs"].items() for r in out.get("images", [])
+             if r["type"] == "output"]
+    assert saved, f"{name}: ComfyUI saved no image"
+    for node_id, record in saved:
+        (headless,) = [r for r in report.ui[node_id]["images"] if r["filename"] == record["filename"]]
+        live_path = comfyui.output_dir / record["subfolder"] / record["filename"]
+        with Image.open(live_path) as a, Image.open(tmp_path / "output" / headless["subfolder"] /
+                                                    headless["filename"]) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), f"{name}: {record['filename']} differs"
     _assert_pack_log_clean(comfyui)

@@ -77,7 +77,8 @@ def test_node_input_types_generated_from_fields(pack):
     assert types_["required"]["strength"] == (
         "FLOAT", {"min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "how much", "default": 0.5})
     assert types_["optional"] == {"mask": ("MASK", {"tooltip": "optional mask, [B, H, W]"})}
-    assert set(types_["hidden"]) == {"prompt", "extra_pnginfo", "unique_id"}
+    assert types_["hidden"] == {"genart_prompt": "PROMPT", "genart_extra_pnginfo": "EXTRA_PNGINFO",
+                                "genart_unique_id": "UNIQUE_ID"}
     assert v1.RETURN_TYPES == ("IMAGE",) and v1.RETURN_NAMES == ("image",)
     assert v1.CATEGORY == "GenArt/test" and v1.DESCRIPTION == "A test node."
     assert not hasattr(v1, "IS_CHANGED")
@@ -89,7 +90,7 @@ def test_node_comfy_class_runs_and_leaves_inference_mode_for_grad_nodes(toy_regi
     v1 = comfy_class(toy_registry.get("GenArtTestGrad"))
     x = torch.arange(6.0).reshape(1, 1, 2, 3)
     with torch.inference_mode():  # ComfyUI runs every node inside inference mode
-        (grad,) = getattr(v1(), v1.FUNCTION)(image=x, prompt={}, extra_pnginfo={}, unique_id="7")
+        (grad,) = getattr(v1(), v1.FUNCTION)(image=x, genart_prompt={}, genart_extra_pnginfo={}, genart_unique_id="7")
     torch.testing.assert_close(grad, 2 * x, rtol=0, atol=0)
 
 
@@ -127,3 +128,38 @@ def test_node_library_every_field_documented_and_version_set(pack):
         assert all(i.description for i in spec.inputs.values()), name
         assert all(o.description for o in spec.outputs), name
         assert spec.category.startswith("GenArt/") or cls.HEADLESS_ONLY, name
+
+
+def test_node_input_named_prompt_is_not_shadowed_by_comfyui_hidden_input(pack):
+    """ComfyUI passes hidden inputs as keyword arguments: a text widget called `prompt` must survive."""
+    from comfyui_genart.graph.comfy import HIDDEN, comfy_class
+
+    v1 = comfy_class(pack.REGISTRY.get("GenArtEncodeText"))
+    assert "prompt" in v1.INPUT_TYPES()["required"] and not set(HIDDEN) & set(v1.INPUT_TYPES()["required"])
+    hidden = {key: {"1": {}} if value == "PROMPT" else "9" for key, value in HIDDEN.items()}
+    seen = {}
+
+    class Spy:
+        model_max_length = 8
+
+        def __call__(self, text, **kwargs):
+            seen.setdefault("texts", []).append(text)
+            raise RuntimeError("stop after tokenizing")
+
+    from comfyui_genart.nodes.handles import TextEncoderHandle
+
+    handle = TextEncoderHandle(tokenizer=Spy(), text_encoder=torch.nn.Linear(1, 1))
+    handle.text_encoder.config = type("C", (), {"max_position_embeddings": 8})()
+    with pytest.raises(RuntimeError, match="stop after tokenizing"):
+        v1().execute(text_encoder=handle, prompt="a red cat", negative_prompt="", **hidden)
+    assert seen["texts"] == ["a red cat"]
+
+
+def test_node_reserved_input_names_refused(pack):
+    from comfyui_genart.graph.registry import Registry
+    from comfyui_genart.graph.spec import NodeDefinitionError
+
+    cls = make(pack, __annotations__={"image": pack.graph.types.Image, "genart_prompt": str},
+               genart_prompt=Field("", description="x"))
+    with pytest.raises(NodeDefinitionError, match="reserved"):
+        Registry().register(cls)

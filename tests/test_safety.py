@@ -111,3 +111,14 @@ def test_safety_workflow_loading_parses_json_only(tmp_path, pack):
     listed.write_text(json.dumps([1, 2]))
     with pytest.raises(WorkflowFileError, match="JSON object"):
         load_workflow(listed, {})
+
+
+def test_safety_model_listing_shows_folders_once_and_files(paths):
+    kind = paths.models_dirs[0] / "vqgan"
+    (kind / "a-folder" / "sub").mkdir(parents=True)
+    (kind / "a-folder" / "config.json").write_text("{}")
+    (kind / "a-folder" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    (kind / "single.safetensors").write_bytes(b"")
+    (kind / "notes.txt").write_text("")
+    assert paths.list_files("models/vqgan", (".safetensors",), folders=True)[:2] == ["a-folder", "single.safetensors"]
+    assert paths.resolve_input("models/vqgan", "a-folder") == (kind / "a-folder").resolve()
