@@ -1,13 +1,16 @@
 """The node library, one module per stage. REGISTRY holds every node class, checked at import."""
 from ..graph.registry import Registry
 from . import (
+    attack,
     comfy_standins,
     conditioning,
     decode,
+    defense,
     denoise,
     encode,
     image,
     io,
+    metrics,
     models,
     noise,
     quantize,
@@ -17,4 +20,4 @@ from . import (
 
 REGISTRY = Registry()
 REGISTRY.register_modules([io, image, models, encode, quantize, decode, noise, conditioning, denoise, sample,
-                           visualize, comfy_standins])
+                           visualize, attack, defense, metrics, comfy_standins])

@@ -6,9 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/toy_nodes.py
+
+# One intra-op thread: tiny models run far faster on a busy 2-core machine, and float reductions
+# happen in one order, so bit-for-bit comparisons do not depend on the thread count.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
