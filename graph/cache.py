@@ -52,6 +52,8 @@ def nbytes(value: Any) -> int:
     """Bytes held by tensors reachable from a value: containers, dataclasses and plain objects are
     followed (a model handle counts its weights; a denoising state its scheduler's tensors), each
     object once."""
+    if type(value) is tuple and all(isinstance(v, _SCALARS) for v in value):
+        return 0  # the common case of small nodes, without the walk
     total = 0
     seen: set[int] = set()
     stack = [value]
