@@ -15,9 +15,10 @@ from . import (
     noise,
     quantize,
     sample,
+    train,
     visualize,
 )
 
 REGISTRY = Registry()
 REGISTRY.register_modules([io, image, models, encode, quantize, decode, noise, conditioning, denoise, sample,
-                           visualize, attack, defense, metrics, comfy_standins])
+                           visualize, attack, defense, metrics, train, comfy_standins])

@@ -1,0 +1,224 @@
+"""What both trainers share: checkpoints that resume bit for bit, EMA weights, the learning-rate
+schedule, the run folder's log, and Hugging Face accelerate for one or many processes.
+
+Determinism: no trainer draws from torch's global RNG. Every random choice (batch order, crops,
+flips, noise, timesteps, codebook restarts) comes from a generator seeded by (seed, step, ...), so the
+state to save is the step counter plus tensors; a run resumed from the checkpoint of step k goes on
+exactly as the uninterrupted run would have.
+
+Run folder layout (inside the output directory):
+    <name>/                          the trained model, diffusers format (what the loaders read)
+    <name>-checkpoints/step-NNNNNNN/ state.safetensors + trainer_state.json (written last)
+    <name>-checkpoints/log.jsonl     one JSON line per step (losses, codebook usage, ...)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_FILE = "state.safetensors"
+META_FILE = "trainer_state.json"
+LOG_FILE = "log.jsonl"
+# Config fields that may change between a run and its resumption.
+RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "num_workers"})
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+class ResumeMismatchError(ValueError):
+    """A checkpoint was made with other settings than the run trying to resume from it."""
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as JSON-ready values (tuples become lists)."""
+    return json.loads(json.dumps(asdict(config)))
+
+
+def check_resumable(saved: dict[str, Any], current: Any, folder: Path) -> None:
+    now = config_dict(current)
+    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ResumeMismatchError(
+            f"the checkpoints in {folder} were made with other settings ({detail}); only "
+            f"{', '.join(sorted(RESUMABLE_FIELDS))} may change on resume. Use another filename_prefix for a "
+            "new run, set those inputs back, or delete that folder to start over")
+
+
+class Checkpoints:
+    """Numbered checkpoint folders in `folder`, written atomically (temp folder, then rename)."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder, self.keep = folder, keep
+
+    def _complete(self) -> list[tuple[int, Path]]:
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for p in self.folder.glob("step-*"):
+            if p.is_dir() and (p / META_FILE).is_file() and p.name[5:].isdigit():
+                found.append((int(p.name[5:]), p))
+        return sorted(found)
+
+    def latest(self) -> tuple[int, Path] | None:
+        done = self._complete()
+        return done[-1] if done else None
+
+    def save(self, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"step-{step:07d}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-step-", dir=self.folder))
+        try:
+            save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, str(tmp / STATE_FILE))
+            (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=1) + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for _, old in self._complete()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    @staticmethod
+    def load(path: Path, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return load_file(str(path / STATE_FILE), device=str(device)), json.loads((path / META_FILE).read_text())
+
+
+def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def load_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    start = prefix + "."
+    module.load_state_dict({k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}, strict=True)
+
+
+def optimizer_state(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state split into tensors (for safetensors) and JSON (the rest)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{pid}.{key}"] = value
+            else:
+                plain.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "state": plain}
+
+
+def load_optimizer_state(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                         meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    start = prefix + "."
+    for name, value in tensors.items():
+        if name.startswith(start):
+            pid, key = name[len(start):].split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, extra in meta["state"].items():
+        state.setdefault(int(pid), {}).update(extra)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+class EMAWeights:
+    """Exponential moving average of a model's parameters; decay warms up as min(decay, (1+n)/(10+n))."""
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float) -> None:
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in parameters]
+
+    @torch.no_grad()
+    def update(self, parameters: Iterable[torch.nn.Parameter], step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow, parameters, strict=True):
+            s.lerp_(p.detach(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        for s, p in zip(self.shadow, parameters, strict=True):
+            p.copy_(s)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.{i}": s for i, s in enumerate(self.shadow)}
+
+    def load(self, prefix: str, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for i, s in enumerate(self.shadow):
+                s.copy_(tensors[f"{prefix}.{i}"])
+
+
+def learning_rate(base: float, step: int, warmup_steps: int) -> float:
+    """Linear warm-up over `warmup_steps`, then constant: a pure function of the step."""
+    return base * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else base
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def make_accelerator(device: torch.device) -> Any:
+    """An accelerate Accelerator: one process, or the processes `accelerate launch` started."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device.type == "cpu")
+
+
+class RunLog:
+    """The per-step log of a run; lines reach log.jsonl only with a checkpoint, so the file always
+    matches the latest checkpoint and a resumed run's log equals an uninterrupted run's."""
+
+    def __init__(self, folder: Path, resumed_step: int) -> None:
+        self.path = folder / LOG_FILE
+        self.pending: list[dict[str, Any]] = []
+        if self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) < resumed_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.pending.append(entry)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.writelines(json.dumps(e) + "\n" for e in self.pending)
+            self.pending.clear()
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def dataclass_from(cls: type, values: dict[str, Any]) -> Any:
+    """A config dataclass from a dict, lists turned back into tuples where the field is a tuple."""
+    out = {}
+    for f in fields(cls):
+        if f.name in values:
+            v = values[f.name]
+            out[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**out)
+
+
+@dataclass
+class TrainResult:
+    """What a trainer returns: the trained model (eval mode), its log, and figures for the summary."""
+
+    model: Any
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    model_dir: Path | None = None
