@@ -14,12 +14,10 @@ import torch
 from ..graph.types import Socket
 
 
-@dataclass(eq=False)
-class VQModelHandle:
-    """A diffusers VQModel (encoder, vector quantizer, decoder). Socket GENART_VQMODEL."""
+class _OnDevice:
+    """`device` and `dtype` of a handle's module (`self.model`), read from its first parameter."""
 
-    model: Any  # diffusers.VQModel
-    source: str = ""
+    model: Any
 
     @property
     def device(self) -> torch.device:
@@ -28,6 +26,14 @@ class VQModelHandle:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+
+@dataclass(eq=False)
+class VQModelHandle(_OnDevice):
+    """A diffusers VQModel (encoder, vector quantizer, decoder). Socket GENART_VQMODEL."""
+
+    model: Any  # diffusers.VQModel
+    source: str = ""
 
     @property
     def num_codes(self) -> int:
@@ -35,24 +41,16 @@ class VQModelHandle:
 
 
 @dataclass(eq=False)
-class AutoencoderHandle:
+class AutoencoderHandle(_OnDevice):
     """A diffusers AutoencoderKL. Socket GENART_AUTOENCODER. LATENTs stay unscaled (ComfyUI's
     convention); `scaling_factor` is applied by the denoiser side."""
 
     model: Any  # diffusers.AutoencoderKL
     source: str = ""
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
 
 @dataclass(eq=False)
-class DenoiserHandle:
+class DenoiserHandle(_OnDevice):
     """A diffusers UNet2DModel (unconditional) or UNet2DConditionModel. Socket GENART_DENOISER.
 
     `latent_scale` multiplies a raw LATENT before the UNet sees it (0.18215 for SD 1.x; 1.0 when the
@@ -66,14 +64,6 @@ class DenoiserHandle:
     @property
     def conditional(self) -> bool:
         return getattr(self.model.config, "cross_attention_dim", None) is not None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
 
 @dataclass(eq=False)
@@ -95,7 +85,7 @@ class SchedulerHandle:
 
 
 @dataclass(eq=False)
-class TextEncoderHandle:
+class TextEncoderHandle(_OnDevice):
     """A CLIP tokenizer + text encoder (transformers). Socket GENART_TEXT_ENCODER."""
 
     tokenizer: Any
@@ -103,12 +93,8 @@ class TextEncoderHandle:
     source: str = ""
 
     @property
-    def device(self) -> torch.device:
-        return next(self.text_encoder.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.text_encoder.parameters()).dtype
+    def model(self) -> Any:
+        return self.text_encoder
 
 
 @dataclass(eq=False)
