@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .dataset import BatchPlan, ImageFolder, mix_seed
 from .train_loop import (
+    CheckpointCadence,
     Checkpoints,
     EMAWeights,
     RunLog,
@@ -180,7 +181,7 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
         accelerator.wait_for_everyone()
 
     unet.train()
-    done = saved = start
+    cadence = CheckpointCadence(save, config.checkpoint_every, config.steps, start, on_step)
     for step in range(start, config.steps):
         z0 = source.batch(step).to(accelerator.device) * latent_scale
         gen = torch.Generator().manual_seed(mix_seed(config.seed, step, 1))
@@ -208,17 +209,7 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
         ema.update(raw_unet.parameters(), step)
         logs = {"loss": float(accelerator.reduce(loss.detach(), "mean"))}
         log.add({"step": step, **logs})
-        done = step + 1
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-            save(done)
-            saved = done
-        if on_step is not None:
-            try:
-                on_step(done, logs)
-            except BaseException:  # a cancel (ours, ComfyUI's, Ctrl-C) between two steps: keep them all
-                if done > saved:
-                    save(done)
-                raise
+        cadence.step_done(step + 1, logs)
     end = max(start, config.steps)
     if found is None or start < end:
         save(end)

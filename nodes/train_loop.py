@@ -132,6 +132,29 @@ def load_optimizer_state(prefix: str, optimizer: torch.optim.Optimizer, tensors:
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+class CheckpointCadence:
+    """When a training loop checkpoints: every `every` steps before the last, and whenever the step
+    callback raises (a cancel between two steps: ours, ComfyUI's or Ctrl-C), so that a resumed run
+    loses no finished step."""
+
+    def __init__(self, save: Callable[[int], None], every: int, total: int, start: int,
+                 on_step: StepCallback | None) -> None:
+        self.save, self.every, self.total, self.on_step = save, every, total, on_step
+        self.saved = start
+
+    def step_done(self, done: int, logs: dict[str, float]) -> None:
+        if self.every and done % self.every == 0 and done < self.total:
+            self.save(done)
+            self.saved = done
+        if self.on_step is not None:
+            try:
+                self.on_step(done, logs)
+            except BaseException:
+                if done > self.saved:
+                    self.save(done)
+                raise
+
+
 class EMAWeights:
     """Exponential moving average of a model's parameters; decay warms up as min(decay, (1+n)/(10+n))."""
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .dataset import ImageFolder, train_batches
 from .train_loop import (
+    CheckpointCadence,
     Checkpoints,
     RunLog,
     StepCallback,
@@ -211,24 +212,14 @@ def train_vqgan(config: VQGANConfig, data: ImageFolder, model_dir: Path, checkpo
             log.flush()
         accelerator.wait_for_everyone()
 
-    done = saved = start
+    cadence = CheckpointCadence(save, config.checkpoint_every, config.steps, start, on_step)
     batches = train_batches(data, config.batch_size, config.seed, start, config.steps, rank, world,
                             config.num_workers)
     for step, images in enumerate(batches, start=start):
         logs = vqgan_step(config, step, images.to(accelerator.device), gen, disc, opt_g, opt_d, last_layer,
                           perceptual, accelerator)
         log.add({"step": step, **logs})
-        done = step + 1
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-            save(done)
-            saved = done
-        if on_step is not None:
-            try:
-                on_step(done, logs)
-            except BaseException:  # a cancel (ours, ComfyUI's, Ctrl-C) between two steps: keep them all
-                if done > saved:
-                    save(done)
-                raise
+        cadence.step_done(step + 1, logs)
     end = max(start, config.steps)
     if found is None or start < end:
         save(end)
