@@ -29,7 +29,7 @@ from .validate import Plan, PlannedNode, recheck, validate
 NodeResult = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeReport:
     node_id: str
     class_type: str
