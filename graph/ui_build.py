@@ -11,9 +11,8 @@ from typing import Any
 
 import networkx as nx
 
+from .ui_format import helper_slots
 from .validate import is_link
-
-SEED_NAMES = ("seed", "noise_seed")
 
 
 def _entries(info: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -34,14 +33,14 @@ def _is_widget(typ: Any, opts: dict[str, Any]) -> bool:
 
 
 def helper_values(name: str, typ: Any, opts: dict[str, Any]) -> list[Any]:
-    """Values of the helper slots the frontend stores right after a widget's own value."""
-    if typ == "INT" and opts.get("control_after_generate", name in SEED_NAMES):
-        return ["fixed"]  # reproducible by default; the frontend's own default is "randomize"
-    if isinstance(typ, list) and opts.get("control_after_generate"):
-        return ["fixed", ""]
-    if isinstance(typ, list) and opts.get("image_upload"):
-        return ["image"]
-    return []
+    """Values of the helper slots the frontend stores right after a widget's own value; how many
+    there are is the reader's rule (ui_format.helper_slots), so writer and reader cannot disagree.
+    Controls are written "fixed" (reproducible; the frontend's own default is "randomize")."""
+    kind = "COMBO" if isinstance(typ, list) else typ
+    _, after = helper_slots(name, kind, opts)
+    if kind != "COMBO":
+        return ["fixed"] * after
+    return (["fixed", ""] if after >= 2 else []) + (["image"] if after % 2 else [])
 
 
 def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, dict[str, Any]],

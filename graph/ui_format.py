@@ -392,7 +392,7 @@ def _schema_widgets(schema: Mapping[str, Any]) -> Iterator[_Widget]:
             kind, options = _input_kind(entry)
             if kind not in WIDGET_TYPES or options.get("forceInput"):
                 continue
-            before, after = _helper_slots(name, kind, options)
+            before, after = helper_slots(name, kind, options)
             yield _Widget(name, section == "required", before, after, _default(entry, kind, options))
 
 
@@ -411,7 +411,7 @@ def _default(entry: list | tuple, kind: str, options: Mapping[str, Any]) -> Any:
     return choices[0] if kind == "COMBO" and isinstance(choices, list) and choices else None
 
 
-def _helper_slots(name: str, kind: str, options: Mapping[str, Any]) -> tuple[int, int]:
+def helper_slots(name: str, kind: str, options: Mapping[str, Any]) -> tuple[int, int]:
     """Extra widgets_values the frontend saves around this widget: (before, after)."""
     if kind in THREE_D_TYPES:
         return 3, 0  # "upload 3d model", "upload extra resources" and "clear" buttons
