@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from .cache import DiskCache, OutputCache, file_fingerprint, nbytes, structural_key
+from .cache import _SCALARS, DiskCache, OutputCache, file_fingerprint, nbytes, structural_key
 from .context import Interrupted, RunContext, RunSettings
 from .errors import NodeExecutionError
 from .node import Node, NodeOutputs
@@ -61,11 +61,14 @@ def _construct(cls: type[Node], inputs: dict[str, Any]) -> Node:
     dominates the engine's cost on small nodes.
     """
     node = cls.__new__(cls)
-    object.__setattr__(node, "__dict__", inputs)
-    object.__setattr__(node, "__pydantic_fields_set__", set(inputs))
-    object.__setattr__(node, "__pydantic_extra__", None)
-    object.__setattr__(node, "__pydantic_private__", None)
+    _set(node, "__dict__", inputs)
+    _set(node, "__pydantic_fields_set__", set(inputs))
+    _set(node, "__pydantic_extra__", None)
+    _set(node, "__pydantic_private__", None)
     return node
+
+
+_set = object.__setattr__
 
 
 def invoke(cls: type[Node], inputs: dict[str, Any], ctx: RunContext, validated: bool = True) -> NodeResult:
@@ -85,6 +88,8 @@ def invoke(cls: type[Node], inputs: dict[str, Any], ctx: RunContext, validated: 
 
 def describe(value: Any) -> Any:
     """A JSON-friendly shape of an output, for reports."""
+    if type(value) in _SCALARS:
+        return type(value).__name__
     if isinstance(value, torch.Tensor):
         return list(value.shape)
     if isinstance(value, dict):
@@ -169,17 +174,8 @@ class Executor:
             hits = self._lookup(plan, keys, alias)
 
         # What each needed node reads when its turn comes: its inputs, the node it aliases, or nothing.
-        deps: dict[str, list[str]] = {}
-        consumers: dict[str, int] = {}
-        for node_id in hits.needed:
-            if node_id in alias:
-                deps[node_id] = [alias[node_id]]
-            elif node_id in hits.results:
-                deps[node_id] = []
-            else:
-                deps[node_id] = [src for src, _ in plan.nodes[node_id].links.values()]
-            for src in deps[node_id]:
-                consumers[src] = consumers.get(src, 0) + 1
+        consumers = self._consumers(plan, hits, alias)
+        cuda = self.settings.device.type == "cuda"
         report = RunReport()
         values: dict[str, tuple[Any, ...]] = {}
         uis: dict[str, dict[str, Any]] = {}
@@ -192,17 +188,17 @@ class Executor:
                 t0 = time.perf_counter()
                 peak = 0
                 if node_id in alias:
-                    result, status = (values[alias[node_id]], uis.get(alias[node_id], {})), "cached"
+                    source = alias[node_id]
+                    result, status = (values[source], uis.get(source, {})), "cached"
+                    self._release(source, consumers, values, keep)
                 elif node_id in hits.results:
                     result, status = hits.results[node_id], hits.status[node_id]
                 else:
-                    result, peak = self._run_node(pn, values, prompt, workflow)
+                    result, peak = self._run_node(pn, values, prompt, workflow, cuda)
                     status = "ran"
                     self._store(pn, keys[node_id], result)
-                for src in deps[node_id]:
-                    consumers[src] -= 1
-                    if consumers[src] == 0 and src not in keep:
-                        del values[src]
+                    for src, _ in pn.links.values():
+                        self._release(src, consumers, values, keep)
                 values[node_id] = result[0]
                 report.nodes.append(NodeReport(node_id, pn.spec.class_type, status, time.perf_counter() - t0, peak,
                                                [describe(v) for v in result[0]]))
@@ -211,6 +207,31 @@ class Executor:
         report.seconds = time.perf_counter() - start
         return report
 
+    @staticmethod
+    def _consumers(plan: Plan, hits: _Hits, alias: dict[str, str]) -> dict[str, int]:
+        """How many needed nodes read each node's outputs in this run (the node it aliases counts once)."""
+        if not alias and not hits.results:
+            return dict(plan.consumers)  # nothing cached: every planned node runs and reads its links
+        consumers: dict[str, int] = {}
+        for node_id in hits.needed:
+            if node_id in alias:
+                sources: list[str] = [alias[node_id]]
+            elif node_id in hits.results:
+                continue
+            else:
+                sources = [src for src, _ in plan.nodes[node_id].links.values()]
+            for src in sources:
+                consumers[src] = consumers.get(src, 0) + 1
+        return consumers
+
+    @staticmethod
+    def _release(src: str, consumers: dict[str, int], values: dict[str, tuple[Any, ...]], keep: set[str]) -> None:
+        """One reader of `src` is done; drop its outputs after the last one unless it is an output node."""
+        left = consumers[src] - 1
+        consumers[src] = left
+        if left == 0 and src not in keep:
+            del values[src]
+
     def _planned(self, prompt: dict[str, Any], outputs: list[str] | None) -> tuple[Plan, dict[str, str | None]]:
         """Validated plan and cache keys, reused when the same prompt comes again.
 
@@ -218,8 +239,8 @@ class Executor:
         recomputed when an input file's fingerprint changed.
         """
         try:
-            memo_key = json.dumps([prompt, outputs], sort_keys=True)
-        except (TypeError, ValueError):
+            memo_key = json.dumps([prompt, outputs], check_circular=False)
+        except (TypeError, ValueError, RecursionError):
             memo_key = None  # not JSON (a Python caller passed objects): validate every time
         memo = self._plans.get(memo_key) if memo_key is not None else None
         if memo is not None:
@@ -270,6 +291,9 @@ class Executor:
         Hits are taken out of the caches now, so an eviction during the run cannot lose them.
         """
         hits = _Hits()
+        if not alias and not self.cache and not self.disk_cache:
+            hits.needed.update(plan.nodes)  # nothing can be found: every planned node runs
+            return hits
         stack = list(plan.outputs)
         while stack:
             node_id = stack.pop()
@@ -302,21 +326,19 @@ class Executor:
             self.disk_cache.put(key, result[0])
 
     def _run_node(self, pn: PlannedNode, values: dict[str, tuple[Any, ...]], prompt: dict[str, Any],
-                  workflow: dict[str, Any] | None) -> tuple[NodeResult, int]:
+                  workflow: dict[str, Any] | None, cuda: bool) -> tuple[NodeResult, int]:
         inputs = dict(pn.constants)
         for name, (src, index) in pn.links.items():
-            value = values[src][index]
-            spec = pn.spec.inputs[name]
-            if not spec.is_socket:  # a linked widget: its value is checked like a constant
-                try:
-                    value = spec.validate(value)
-                except ValidationError as err:
-                    raise NodeExecutionError(pn.id, pn.spec.class_type, ValueError(
-                        f"input {name!r} received {value!r} from node {src}: {err.errors()[0]['msg']}")) from err
-            inputs[name] = value
+            inputs[name] = values[src][index]
+        for name in pn.linked_widgets:  # a widget fed by another node: its value is checked like a constant
+            try:
+                inputs[name] = pn.spec.inputs[name].validate(inputs[name])
+            except ValidationError as err:
+                raise NodeExecutionError(pn.id, pn.spec.class_type, ValueError(
+                    f"input {name!r} received {inputs[name]!r} from node {pn.links[name][0]}: "
+                    f"{err.errors()[0]['msg']}")) from err
         ctx = RunContext(self.settings, pn.id, pn.spec.class_type, prompt, workflow, {})
         ctx.check_interrupted()
-        cuda = self.settings.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.settings.device)
         started = time.perf_counter()

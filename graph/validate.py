@@ -22,7 +22,7 @@ from .spec import NodeSpec, describe_validation_error
 Link = tuple[str, int]
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedNode:
     id: str
     cls: type[Node]
@@ -30,9 +30,11 @@ class PlannedNode:
     constants: dict[str, Any]
     links: dict[str, Link]
     title: str | None = None
+    # Linked inputs that are widgets (a primitive fed by another node): checked when the value arrives.
+    linked_widgets: tuple[str, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     nodes: dict[str, PlannedNode]
     order: list[str]
@@ -43,6 +45,11 @@ class Plan:
 def is_link(value: Any) -> bool:
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
             and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def _is_json_link(value: Any) -> bool:
+    """`is_link` for values parsed from JSON (exact types), cheap enough to call on every input."""
+    return type(value) is list and len(value) == 2 and type(value[1]) is int and type(value[0]) in (str, int)
 
 
 def _unwrap(value: Any) -> Any:
@@ -113,12 +120,16 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
     relevant = _ancestors(prompt, wanted)
     planned: dict[str, PlannedNode] = {}
     edges: list[tuple[str, str]] = []
+    consumers: dict[str, int] = {}
     for node_id in relevant:
         if node_id not in classes:
             continue
         pn = _check_node(node_id, prompt[node_id], classes[node_id], prompt, classes, settings, found)
         planned[node_id] = pn
-        edges.extend((src, node_id) for src, _ in pn.links.values() if src in prompt)
+        for src, _ in pn.links.values():
+            if src in prompt:
+                edges.append((src, node_id))
+            consumers[src] = consumers.get(src, 0) + 1
     graph = nx.DiGraph()
     graph.add_nodes_from(i for i in relevant if i in prompt)
     graph.add_edges_from(edges)
@@ -138,10 +149,6 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
         raise WorkflowInvalid(cycle_error or _top("prompt_outputs_failed_validation",
                                                   "Prompt outputs failed validation"),
                               _group(found.errors, prompt, dependents))
-    consumers: dict[str, int] = {}
-    for pn in planned.values():
-        for src, _ in pn.links.values():
-            consumers[src] = consumers.get(src, 0) + 1
     return Plan(planned, order, wanted, consumers)
 
 
@@ -155,7 +162,7 @@ def _ancestors(prompt: dict[str, Any], wanted: list[str]) -> list[str]:
         if not isinstance(inputs, dict):
             continue
         for value in inputs.values():
-            if type(value) is list and is_link(value):
+            if type(value) is list and (_is_json_link(value) or is_link(value)):
                 src = str(value[0])
                 if src not in seen:
                     seen.add(src)
@@ -169,6 +176,7 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
     given = node.get("inputs", {})
     constants: dict[str, Any] = {}
     links: dict[str, Link] = {}
+    linked_widgets: list[str] = []
     for name, raw in given.items():
         ins = spec.inputs.get(name)
         if ins is None:
@@ -176,9 +184,11 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
                 "invalid_input_name", f"Unknown input {name!r}; {spec.class_type} takes "
                 f"{', '.join(spec.inputs) or 'no inputs'}", name, raw))
             continue
-        if type(raw) is list and is_link(raw):
+        if type(raw) is list and (_is_json_link(raw) or is_link(raw)):
             src, index = str(raw[0]), raw[1]
             links[name] = (src, index)
+            if not ins.is_socket:
+                linked_widgets.append(name)
             src_cls = classes.get(src)
             # Fast path for the common case: a known source whose output type matches exactly.
             if src_cls is None or not 0 <= index < len(src_cls.spec.outputs) or \
@@ -204,7 +214,8 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
         if name not in given:
             constants[name] = default
     meta = node.get("_meta")
-    planned = PlannedNode(node_id, cls, spec, constants, links, meta.get("title") if isinstance(meta, dict) else None)
+    planned = PlannedNode(node_id, cls, spec, constants, links, meta.get("title") if isinstance(meta, dict) else None,
+                          tuple(linked_widgets))
     if (spec.file_inputs or spec.has_checks) and node_id not in found.errors:
         for error in check_files(planned, settings):
             found.add(node_id, error)

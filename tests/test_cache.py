@@ -58,6 +58,25 @@ def test_cache_identical_subgraphs_under_other_ids_share_one_execution(make_exec
     assert ex.run(renumbered).ran == []
 
 
+def test_cache_identical_subgraphs_share_one_execution_in_a_one_shot_run(make_executor):
+    # One-shot runs free intermediates after their last reader; an alias counts as a reader, so the
+    # shared result is still there when the copy's consumer comes after the original's.
+    ex = make_executor(cache=False)
+    prompt = {
+        "1": {"class_type": "GenArtTestNumber", "inputs": {"value": 3.0}},
+        "2": {"class_type": "GenArtTestAdd", "inputs": {"a": ["1", 0], "b": 2.0}},
+        "3": {"class_type": "GenArtTestSink", "inputs": {"value": ["2", 0]}},
+        "5": {"class_type": "GenArtTestNumber", "inputs": {"value": 3.0}},
+        "6": {"class_type": "GenArtTestAdd", "inputs": {"a": ["5", 0], "b": 2.0}},
+        "7": {"class_type": "GenArtTestAdd", "inputs": {"a": ["6", 0], "b": 4.0}},
+        "8": {"class_type": "GenArtTestSink", "inputs": {"value": ["7", 0]}},
+    }
+    report = ex.run(prompt)
+    # One of the two Number -> Add pairs runs; the other Add reuses it and its Number is never needed.
+    assert len(report.ran) == 5 and [n.node_id for n in report.nodes if n.status == "cached"] in (["2"], ["6"])
+    assert report.ui["3"] == {"value": [5.0]} and report.ui["8"] == {"value": [9.0]}
+
+
 def test_cache_default_value_and_explicit_default_share_key(make_executor):
     ex = make_executor()
     ex.run({"1": {"class_type": "GenArtTestNumber", "inputs": {}},
@@ -112,9 +131,9 @@ def test_cache_one_shot_run_frees_intermediates_after_last_consumer(make_executo
     seen_sizes = []
     original = executor_module.Executor._run_node
 
-    def spy(self, pn, values, prompt, workflow):
+    def spy(self, pn, values, prompt, workflow, cuda):
         seen_sizes.append((pn.id, sorted(values)))
-        return original(self, pn, values, prompt, workflow)
+        return original(self, pn, values, prompt, workflow, cuda)
 
     monkeypatch.setattr(executor_module.Executor, "_run_node", spy)
     prompt = {str(i): {"class_type": "GenArtTestAdd", "inputs": {"a": [str(i - 1), 0]}} for i in range(2, 8)}
