@@ -55,7 +55,12 @@ class DenoiserConfig:
     beta_start: float = 0.0001
     beta_end: float = 0.02
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    # "min_snr": Hang et al. 2023, weight min(SNR, gamma) in x0 terms; stops the many easy low-noise
+    # steps from dominating the gradient, which speeds up learning of the global layout.
+    loss_weighting: Literal["uniform", "min_snr"] = "uniform"
+    min_snr_gamma: float = 5.0
     learning_rate: float = 2e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -191,16 +196,11 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
         t = t[rank * share:(rank + 1) * share].to(accelerator.device)
         noise = noise.to(accelerator.device)
         noisy = scheduler.add_noise(z0, noise, t)
-        if config.prediction_type == "epsilon":
-            target = noise
-        elif config.prediction_type == "v_prediction":
-            a = alphas[t].sqrt().view(-1, 1, 1, 1)
-            target = a * noise - (1 - alphas[t]).sqrt().view(-1, 1, 1, 1) * z0
-        else:
-            target = z0
-        set_learning_rate(optimizer, learning_rate(config.learning_rate, step, config.warmup_steps))
+        target = training_target(z0, noise, alphas[t], config.prediction_type)
+        total = config.steps if config.lr_schedule == "cosine" else 0
+        set_learning_rate(optimizer, learning_rate(config.learning_rate, step, config.warmup_steps, total))
         pred = unet(noisy, t).sample
-        loss = F.mse_loss(pred, target)
+        loss = denoising_loss(pred, target, alphas[t], config)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if config.grad_clip > 0:
@@ -226,6 +226,29 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
     return TrainResult(model=model, history=log.entries(), summary=summary, model_dir=model_dir)
 
 
+def training_target(z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+                    ) -> torch.Tensor:
+    """What the UNet should output for z_t = sqrt(a) z0 + sqrt(1 - a) noise."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        a = alpha_bar.view(-1, 1, 1, 1)
+        return a.sqrt() * noise - (1 - a).sqrt() * z0
+    return z0
+
+
+def denoising_loss(pred: torch.Tensor, target: torch.Tensor, alpha_bar: torch.Tensor,
+                   config: DenoiserConfig) -> torch.Tensor:
+    """Mean squared error, or with min-SNR weights: min(SNR, gamma) / (what the prediction type's
+    error already scales with: SNR for epsilon, SNR + 1 for v, 1 for the sample)."""
+    if config.loss_weighting == "uniform":
+        return F.mse_loss(pred, target)
+    snr = alpha_bar / (1 - alpha_bar)
+    scale = {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}[config.prediction_type]
+    weight = snr.clamp(max=config.min_snr_gamma) / scale
+    return (weight * (pred - target).pow(2).flatten(1).mean(1)).mean()
+
+
 def write_pipeline_folder(folder: Path, unet: Any, sched: dict[str, Any], latent_scale: float,
                           config: DenoiserConfig) -> None:
     from diffusers import DDPMScheduler
@@ -244,7 +267,8 @@ def write_pipeline_folder(folder: Path, unet: Any, sched: dict[str, Any], latent
 @torch.no_grad()
 def heldout_loss(unet: Any, vq: Any, data: ImageFolder, config: DenoiserConfig, latent_scale: float,
                  count: int = 512) -> float:
-    """Mean denoising loss on held-out latents at seeded timesteps and noise (a fixed yardstick)."""
+    """Mean training loss (with the run's weighting) on held-out latents at seeded timesteps and noise:
+    a fixed yardstick for runs with the same settings."""
     from diffusers import DDPMScheduler
 
     scheduler: Any = DDPMScheduler(**scheduler_config(config))
@@ -253,7 +277,7 @@ def heldout_loss(unet: Any, vq: Any, data: ImageFolder, config: DenoiserConfig, 
     noise = torch.randn(z0.shape, generator=gen)
     t = torch.randint(0, config.num_train_timesteps, (len(z0),), generator=gen)
     device = next(unet.parameters()).device
-    pred = unet(scheduler.add_noise(z0, noise, t).to(device), t.to(device)).sample
-    if config.prediction_type != "epsilon":
-        return float("nan")
-    return float(F.mse_loss(pred.cpu(), noise))
+    pred = unet(scheduler.add_noise(z0, noise, t).to(device), t.to(device)).sample.cpu()
+    alpha_bar = scheduler.alphas_cumprod[t]
+    return float(denoising_loss(pred, training_target(z0, noise, alpha_bar, config.prediction_type), alpha_bar,
+                                config))

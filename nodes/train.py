@@ -302,6 +302,9 @@ class TrainDenoiser(Node):
     batch_size: int = Field(128, ge=1, le=4096, description="global batch (split evenly over processes)")
     learning_rate: Annotated[float, Widget(step=0.00001)] = Field(
         2e-4, gt=0.0, le=1.0, description="AdamW learning rate")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after the warm-up: constant (a finished run can be continued by raising steps), "
+        "or cosine decay to zero at the last step (steps then fixes the schedule and cannot change on resume)")
     warmup_steps: int = Field(100, ge=0, le=MAX_TRAIN_STEPS, description="linear learning-rate warm-up steps")
     grad_clip: float = Field(1.0, ge=0.0, le=1e6, description="gradient norm clip (0 = off)")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="decay of the EMA weights that are saved")
@@ -318,6 +321,11 @@ class TrainDenoiser(Node):
     beta_end: Annotated[float, Widget(step=0.00001)] = Field(0.02, gt=0.0, lt=1.0, description="last beta")
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
         "epsilon", description="what the UNet learns to predict")
+    loss_weighting: Literal["uniform", "min_snr"] = Field(
+        "uniform", description="plain MSE, or min-SNR weights (Hang et al. 2023): caps the weight of low-noise "
+        "timesteps so the model learns the layout sooner")
+    min_snr_gamma: float = Field(5.0, gt=0.0, le=1000.0, description="the SNR cap of min_snr weighting (5 in the "
+                                 "paper)")
     cache_latents: bool = Field(True, description="encode each training image (and its flip) once and keep the "
                                 "latents in memory (center-crop datasets only; small: h*w*C floats per image)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the weights, batch order, flips, noise and "
@@ -347,7 +355,9 @@ class TrainDenoiser(Node):
             attention_head_dim=self.attention_head_dim, norm_num_groups=self.norm_num_groups,
             num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
             beta_start=self.beta_start, beta_end=self.beta_end, prediction_type=self.prediction_type,
-            learning_rate=self.learning_rate, warmup_steps=self.warmup_steps, grad_clip=self.grad_clip,
+            loss_weighting=self.loss_weighting, min_snr_gamma=self.min_snr_gamma,
+            learning_rate=self.learning_rate, lr_schedule=self.lr_schedule, warmup_steps=self.warmup_steps,
+            grad_clip=self.grad_clip,
             ema_decay=self.ema_decay, batch_size=self.batch_size, steps=self.steps, seed=self.seed,
             checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
             cache_latents=self.cache_latents, vq_source=self.vqmodel.source)

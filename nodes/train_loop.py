@@ -14,6 +14,7 @@ Run folder layout (inside the output directory):
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -45,12 +46,16 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 def check_resumable(saved: dict[str, Any], current: Any, folder: Path) -> None:
     now = config_dict(current)
-    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k))
+    # A setting added after the checkpoint was written counts as saved with its default value.
+    defaults = {f.name: now[f.name] for f in fields(current) if f.default == getattr(current, f.name)}
+    resumable = RESUMABLE_FIELDS - ({"steps"} if now.get("lr_schedule") == "cosine" else set())
+    changed = sorted(k for k in set(saved) | set(now)
+                     if k not in resumable and saved.get(k, defaults.get(k)) != now.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ResumeMismatchError(
             f"the checkpoints in {folder} were made with other settings ({detail}); only "
-            f"{', '.join(sorted(RESUMABLE_FIELDS))} may change on resume. Use another filename_prefix for a "
+            f"{', '.join(sorted(resumable))} may change on resume. Use another filename_prefix for a "
             "new run, set those inputs back, or delete that folder to start over")
 
 
@@ -182,9 +187,15 @@ class EMAWeights:
                 s.copy_(tensors[f"{prefix}.{i}"])
 
 
-def learning_rate(base: float, step: int, warmup_steps: int) -> float:
-    """Linear warm-up over `warmup_steps`, then constant: a pure function of the step."""
-    return base * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else base
+def learning_rate(base: float, step: int, warmup_steps: int, total_steps: int = 0) -> float:
+    """Linear warm-up over `warmup_steps`, then constant, or (total_steps > 0) a cosine decay to zero
+    at total_steps: a pure function of the step."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    if total_steps > warmup_steps:
+        done = (step - warmup_steps) / (total_steps - warmup_steps)
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+    return base
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -279,6 +279,51 @@ def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data):
     assert training["latent_scale"] == pytest.approx(straight.summary["latent_scale"])
 
 
+def test_min_snr_weighting_matches_the_paper_per_prediction_type():
+    from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, denoising_loss, training_target
+
+    alpha_bar = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, 0.0101
+    snr = alpha_bar / (1 - alpha_bar)
+    z0, noise = torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3)
+    pred = torch.randn(4, 2, 3, 3)
+    for kind, base in (("epsilon", snr), ("v_prediction", snr + 1), ("sample", torch.ones(4))):
+        target = training_target(z0, noise, alpha_bar, kind)
+        per_item = (pred - target).pow(2).mean(dim=(1, 2, 3))
+        config = DenoiserConfig(prediction_type=kind, loss_weighting="min_snr", min_snr_gamma=5.0)
+        expected = (torch.minimum(snr, torch.tensor(5.0)) / base * per_item).mean()
+        assert torch.allclose(denoising_loss(pred, target, alpha_bar, config), expected)
+        uniform = denoising_loss(pred, target, alpha_bar, DenoiserConfig(prediction_type=kind))
+        assert torch.allclose(uniform, per_item.mean())
+    # v is the target that makes z0 = sqrt(a) z_t - sqrt(1 - a) v exact.
+    a = alpha_bar.view(-1, 1, 1, 1)
+    z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+    v = training_target(z0, noise, alpha_bar, "v_prediction")
+    assert torch.allclose(a.sqrt() * z_t - (1 - a).sqrt() * v, z0, atol=1e-6)
+
+
+def test_cosine_learning_rate_and_its_resume_rule(tmp_path, data):
+    from tiny_models import tiny_vq
+
+    from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, train_denoiser
+    from comfyui_genart.nodes.train_loop import ResumeMismatchError, check_resumable, config_dict, learning_rate
+
+    assert learning_rate(1.0, 0, 10, 110) == pytest.approx(0.1)
+    assert learning_rate(1.0, 9, 10, 110) == pytest.approx(1.0)
+    assert learning_rate(1.0, 60, 10, 110) == pytest.approx(0.5)
+    assert learning_rate(1.0, 110, 10, 110) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(1.0, 500, 10, 0) == 1.0  # constant
+    config = DenoiserConfig(**TINY_UNET, steps=3, lr_schedule="cosine", loss_weighting="min_snr")
+    train_denoiser(config, data, tiny_vq(), tmp_path / "m", tmp_path / "ck")
+    # Under a cosine schedule the total fixes every step's rate, so it may not change on resume.
+    with pytest.raises(ResumeMismatchError, match="steps: 3 -> 4"):
+        train_denoiser(replace(config, steps=4), data, tiny_vq(), tmp_path / "m", tmp_path / "ck")
+    # Checkpoints written before a setting existed resume when the setting keeps its default.
+    older = {k: v for k, v in config_dict(DenoiserConfig()).items() if k not in ("lr_schedule", "min_snr_gamma")}
+    check_resumable(older, DenoiserConfig(), tmp_path)
+    with pytest.raises(ResumeMismatchError, match="lr_schedule"):
+        check_resumable(older, DenoiserConfig(lr_schedule="cosine"), tmp_path)
+
+
 # --- nodes and workflows ---------------------------------------------------------------------------
 
 
