@@ -250,14 +250,19 @@ def test_resume_refuses_changed_settings(tmp_path, data):
     assert longer.summary["steps"] == 3 and len(longer.history) == 3
 
 
-def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data):
+# The default settings, and the recipe the shipped denoiser was trained with.
+SHIPPED_RECIPE = dict(prediction_type="v_prediction", loss_weighting="min_snr", lr_schedule="cosine")
+
+
+@pytest.mark.parametrize("recipe", [{}, SHIPPED_RECIPE], ids=["defaults", "shipped-recipe"])
+def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, recipe):
     from tiny_models import VQ_CONFIG, tiny_vq
 
     from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, train_denoiser
 
     assert VQ_CONFIG["block_out_channels"] == (32, 64)
     vq = tiny_vq()
-    config = DenoiserConfig(**TINY_UNET, steps=5, seed=1)
+    config = DenoiserConfig(**TINY_UNET, **recipe, steps=5, seed=1)
     straight = train_denoiser(config, data, vq, tmp_path / "a", tmp_path / "a-ck")
 
     class HostCancel(Exception):
