@@ -32,7 +32,7 @@ from .attack_core import (
     through_defense,
 )
 from .defense import Defense, DefenseTransform, pick_autoencoder
-from .denoise import prepare_guidance
+from .denoise import check_prediction_type, prepare_guidance
 from .handles import Autoencoder, ConditioningSocket, Denoiser, DenoiserHandle, Scheduler, SchedulerHandle, VQModel
 from .noise import SEED_MAX
 
@@ -136,6 +136,7 @@ class DiffusionLoss:
         if scheduler.class_name.startswith("FlowMatch"):
             raise ValueError(f"input 'scheduler' is {scheduler.class_name}; the diffusion attack needs the DDPM "
                              "noise schedule the denoiser was trained with (DDPM, DDIM, Euler, DPM-Solver, ...)")
+        check_prediction_type(denoiser, scheduler)
         # The training noise schedule, whatever sampler the config came from.
         self.noise_schedule = DDPMScheduler.from_config(scheduler.config)
         self.prediction_type = self.noise_schedule.config.prediction_type

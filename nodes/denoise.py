@@ -266,6 +266,16 @@ def fresh_scheduler(handle: SchedulerHandle) -> Any:
     return copy.deepcopy(template)
 
 
+def check_prediction_type(denoiser: DenoiserHandle, handle: SchedulerHandle) -> None:
+    """Refuse a scheduler that reads the UNet's output as something the UNet was not trained to predict."""
+    expected = denoiser.prediction_type
+    given = handle.config.get("prediction_type", "epsilon")
+    if expected is not None and given != expected:
+        raise ValueError(f"input 'scheduler' has prediction_type {given!r} but the denoiser {denoiser.source!r} "
+                         f"was trained to predict {expected!r} (its genart_training.json); set the scheduler's "
+                         f"prediction_type to {expected!r}")
+
+
 def _same_scheduler(a: SchedulerHandle, b: SchedulerHandle) -> bool:
     return a is b or (a.class_name == b.class_name and a.config == b.config)
 
@@ -336,6 +346,7 @@ def _start(denoiser: DenoiserHandle, handle: SchedulerHandle, latent: dict, samp
            steps: int, start: int, strength: float, add_noise: bool, noise: dict | None,
            start_input: str) -> Denoising:
     device, dtype = denoiser.device, denoiser.dtype
+    check_prediction_type(denoiser, handle)
     scheduler = fresh_scheduler(handle)
     try:
         scheduler.set_timesteps(steps, device=device)

@@ -60,6 +60,9 @@ class DenoiserHandle(_OnDevice):
     model: Any
     latent_scale: float = 1.0
     source: str = ""
+    # What the UNet was trained to predict, when its folder says so (genart_training.json); samplers
+    # refuse a scheduler that assumes another, which would silently give noise.
+    prediction_type: str | None = None
 
     @property
     def conditional(self) -> bool:

@@ -350,7 +350,20 @@ class LoadDenoiser(Node):
         path = model_path(ctx, "unet", self.model_name, "model_name")
         source = find_model(path, self.model_name, "model_name", UNET_CLASSES, self.CLASS_TYPE)
         model = load_model(source, self.model_name, resolve_device(self.device, ctx), resolve_dtype(self.dtype, ctx))
-        return self.Outputs(denoiser=DenoiserHandle(model, self.latent_scale, source=f"unet/{self.model_name}"))
+        return self.Outputs(denoiser=DenoiserHandle(model, self.latent_scale, source=f"unet/{self.model_name}",
+                                                    prediction_type=trained_prediction_type(path)))
+
+
+def trained_prediction_type(path: Path) -> str | None:
+    """The prediction type a GenArt-trained UNet folder records in genart_training.json, else None."""
+    record = path / "genart_training.json"
+    if not record.is_file():
+        return None
+    try:
+        kind = json.loads(record.read_text()).get("config", {}).get("prediction_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -368,7 +368,8 @@ class TrainDenoiser(Node):
         scale = float(result.summary["latent_scale"])
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
-        denoiser = DenoiserHandle(result.model, latent_scale=scale, source=str(model_dir))
+        denoiser = DenoiserHandle(result.model, latent_scale=scale, source=str(model_dir),
+                                  prediction_type=config.prediction_type)
         scheduler = SchedulerHandle("DDPMScheduler", scheduler_config(config))
         if self.preview_samples:
             _preview(ctx, sample_preview(denoiser, self.vqmodel, scheduler, self.preview_samples),

@@ -472,15 +472,21 @@ def test_two_processes_under_accelerate_follow_one_process(tmp_path):
         assert b["rec"] == pytest.approx(a["rec"], rel=0.05)
 
 
+def shipped_generate_prompt(paths, batch_size: int, steps: int) -> tuple[dict, dict[str, str]]:
+    """workflows/generate.json on the shipped models, smaller; with its node ids by class_type."""
+    paths.models_dirs = [REPO / "models"]
+    prompt = json.loads((REPO / "workflows" / "api" / "generate.json").read_text())
+    by_type = {n["class_type"]: i for i, n in prompt.items()}
+    prompt[by_type["GenArtEmptyLatent"]]["inputs"]["batch_size"] = batch_size
+    prompt[by_type["GenArtSampleLatent"]]["inputs"]["steps"] = steps
+    return prompt, by_type
+
+
 def test_generate_workflow_samples_the_shipped_model(registry, paths):
     from comfyui_genart.graph.context import RunSettings
     from comfyui_genart.graph.executor import Executor
 
-    paths.models_dirs = [REPO / "models"]
-    prompt = json.loads((REPO / "workflows" / "api" / "generate.json").read_text())
-    by_type = {n["class_type"]: i for i, n in prompt.items()}
-    prompt[by_type["GenArtEmptyLatent"]]["inputs"]["batch_size"] = 8
-    prompt[by_type["GenArtSampleLatent"]]["inputs"]["steps"] = 10
+    prompt, by_type = shipped_generate_prompt(paths, batch_size=8, steps=10)
     report = Executor(registry, RunSettings(paths=paths)).run(prompt)
     saved = report.ui[by_type["GenArtSaveImage"]]["images"][0]
     with Image.open(paths.output_dir / saved["subfolder"] / saved["filename"]) as im:
@@ -489,3 +495,16 @@ def test_generate_workflow_samples_the_shipped_model(registry, paths):
     cells = [grid[2:34, 2 + 34 * i:34 + 34 * i] for i in range(8)]
     assert all(c.std() > 0.05 for c in cells), "every cell holds a picture, not a flat colour"
     assert np.mean([np.abs(a - b).mean() for a, b in itertools.pairwise(cells)]) > 0.02, "they differ"
+
+
+def test_shipped_denoiser_refuses_a_scheduler_with_another_prediction_type(registry, paths):
+    from comfyui_genart.graph.context import RunSettings
+    from comfyui_genart.graph.errors import NodeExecutionError
+    from comfyui_genart.graph.executor import Executor
+
+    prompt, by_type = shipped_generate_prompt(paths, batch_size=1, steps=2)
+    assert prompt[by_type["GenArtLoadScheduler"]]["inputs"]["prediction_type"] == "v_prediction"
+    prompt[by_type["GenArtLoadScheduler"]]["inputs"]["prediction_type"] = "epsilon"
+    with pytest.raises(NodeExecutionError, match=r"trained to predict 'v_prediction'.*set the scheduler's "
+                                                 r"prediction_type to 'v_prediction'"):
+        Executor(registry, RunSettings(paths=paths)).run(prompt)
