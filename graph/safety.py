@@ -136,6 +136,29 @@ def next_counter(folder: Path, stem: str) -> int:
     return highest + 1
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Temp files and folders are created private (0600 / 0700), and safetensors writes 0600 too; what we
+# hand users gets the modes a plain open() would give (0644 / 0755 under the usual umask), as
+# ComfyUI's own outputs have.
+_UMASK = _read_umask()
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
+
+def share_modes(path: Path) -> None:
+    """Give `path` (a file, or a folder and everything in it) the default permissions."""
+    if path.is_dir():
+        os.chmod(path, DIR_MODE)
+        for entry in path.rglob("*"):
+            os.chmod(entry, DIR_MODE if entry.is_dir() else FILE_MODE)
+    else:
+        os.chmod(path, FILE_MODE)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +166,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

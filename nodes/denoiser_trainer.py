@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from ..graph.safety import share_modes
 from .dataset import BatchPlan, ImageFolder, mix_seed
 from .train_loop import (
     CheckpointCadence,
@@ -262,6 +263,7 @@ def write_pipeline_folder(folder: Path, unet: Any, sched: dict[str, Any], latent
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (folder / TRAINING_FILE).write_text(json.dumps({"latent_scale": latent_scale, "config": config_dict(config)},
                                                    indent=2) + "\n")
+    share_modes(folder)
 
 
 @torch.no_grad()

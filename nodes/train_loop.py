@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..graph.safety import share_modes
+
 STATE_FILE = "state.safetensors"
 META_FILE = "trainer_state.json"
 LOG_FILE = "log.jsonl"
@@ -85,6 +87,7 @@ class Checkpoints:
         try:
             save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, str(tmp / STATE_FILE))
             (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=1) + "\n")
+            share_modes(tmp)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..graph.safety import share_modes
 from .dataset import ImageFolder, train_batches
 from .train_loop import (
     CheckpointCadence,
@@ -227,6 +228,7 @@ def train_vqgan(config: VQGANConfig, data: ImageFolder, model_dir: Path, checkpo
     summary: dict[str, Any] = {"steps": end, "train_images": len(data.train), "heldout_images": len(data.heldout)}
     if accelerator.is_main_process:
         model.save_pretrained(str(model_dir), safe_serialization=True)
+        share_modes(model_dir)
         if data.heldout:
             summary["heldout"] = evaluate_vq(model, data.images("heldout"))
     accelerator.wait_for_everyone()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import pytest
@@ -124,3 +125,24 @@ def test_safety_model_listing_shows_folders_once_and_files(paths):
     assert {"a-folder", "single.safetensors"} <= set(listed)
     assert not [n for n in listed if n.startswith("a-folder/") or n.endswith(".txt")]
     assert paths.resolve_input("models/vqgan", "a-folder") == (kind / "a-folder").resolve()
+
+
+def test_written_files_get_default_permissions(tmp_path):
+    # Temp files are created 0600; a saved image or model must not stay private to the writer.
+    import stat
+
+    from comfyui_genart.graph.safety import DIR_MODE, FILE_MODE, atomic_write, share_modes
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (FILE_MODE, DIR_MODE) == (0o666 & ~mask, 0o777 & ~mask)
+    atomic_write(tmp_path / "a" / "image.png", b"data")
+    assert stat.S_IMODE((tmp_path / "a" / "image.png").stat().st_mode) == FILE_MODE
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "weights.safetensors").write_bytes(b"x")
+    os.chmod(folder / "sub" / "weights.safetensors", 0o600)
+    os.chmod(folder / "sub", 0o700)
+    share_modes(folder)
+    assert stat.S_IMODE((folder / "sub").stat().st_mode) == DIR_MODE
+    assert stat.S_IMODE((folder / "sub" / "weights.safetensors").stat().st_mode) == FILE_MODE

@@ -278,6 +278,11 @@ def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, r
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "bit-identical EMA weights"
     assert straight.history == resumed.history
+    from comfyui_genart.graph.safety import FILE_MODE
+
+    weights = tmp_path / "a" / "unet" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_mode & 0o777 == FILE_MODE, "the model is readable like any written file"
+    assert all(f.stat().st_mode & 0o777 == FILE_MODE for f in (tmp_path / "b-ck").rglob("*.safetensors"))
     index = json.loads((tmp_path / "a" / "model_index.json").read_text())
     assert index["unet"] == ["diffusers", "UNet2DModel"]
     training = json.loads((tmp_path / "a" / "genart_training.json").read_text())
