@@ -355,15 +355,20 @@ class LoadDenoiser(Node):
 
 
 def trained_prediction_type(path: Path) -> str | None:
-    """The prediction type a GenArt-trained UNet folder records in genart_training.json, else None."""
-    record = path / "genart_training.json"
-    if not record.is_file():
-        return None
-    try:
-        kind = json.loads(record.read_text()).get("config", {}).get("prediction_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return kind if isinstance(kind, str) else None
+    """What a UNet folder says it predicts: genart_training.json (written by GenArt training), or for a
+    diffusers pipeline folder its scheduler's config, as the pipelines themselves read it. None if neither."""
+    for record, keys in ((path / "genart_training.json", ("config", "prediction_type")),
+                         (path / "scheduler" / "scheduler_config.json", ("prediction_type",))):
+        if record.is_file():
+            try:
+                value: Any = json.loads(record.read_text())
+                for key in keys:
+                    value = value.get(key)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(value, str):
+                return value
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------

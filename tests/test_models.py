@@ -202,6 +202,21 @@ def test_models_denoiser_carries_latent_scale_and_dtype(mpaths):
                          dtype="bfloat16")
     assert handle.latent_scale == 0.18215 and handle.conditional
     assert handle.dtype == torch.bfloat16 and handle.device == torch.device("cpu")
+    assert handle.prediction_type is None, "a plain UNet folder does not say what it predicts"
+
+
+def test_models_denoiser_knows_its_prediction_type_where_its_folder_says(mpaths, tiny_dir):
+    (shipped,) = run_node(mpaths, "GenArtLoadDenoiser", model_name="genart-emoji32", latent_scale=0.87034)
+    assert shipped.prediction_type == "v_prediction"  # from genart_training.json
+    pipe = mpaths.models_dirs[0] / "unet" / "v-pipe"
+    shutil.copytree(tiny_dir / "unet" / "tiny-unet", pipe / "unet")
+    (pipe / "scheduler").mkdir()
+    (pipe / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDIMScheduler", "prediction_type": "v_prediction"}))
+    (pipe / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DModel"],
+                                                       "scheduler": ["diffusers", "DDIMScheduler"]}))
+    (handle,) = run_node(mpaths, "GenArtLoadDenoiser", model_name="v-pipe")
+    assert handle.prediction_type == "v_prediction"  # from the pipeline's scheduler, as diffusers reads it
 
 
 def test_models_pipeline_folder_gives_its_component(mpaths, tiny_dir):
