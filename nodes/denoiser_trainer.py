@@ -55,7 +55,7 @@ class DenoiserConfig:
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     beta_start: float = 0.0001
     beta_end: float = 0.02
-    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"
     # "min_snr": Hang et al. 2023, weight min(SNR, gamma) in x0 terms; stops the many easy low-noise
     # steps from dominating the gradient, which speeds up learning of the global layout.
     loss_weighting: Literal["uniform", "min_snr"] = "uniform"
