@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from .cache import _SCALARS, DiskCache, OutputCache, file_fingerprint, nbytes, structural_key
+from .cache import DiskCache, OutputCache, file_fingerprint, nbytes, structural_key
 from .context import Interrupted, RunContext, RunSettings
 from .errors import NodeExecutionError
 from .node import Node, NodeOutputs
@@ -88,8 +88,6 @@ def invoke(cls: type[Node], inputs: dict[str, Any], ctx: RunContext, validated: 
 
 def describe(value: Any) -> Any:
     """A JSON-friendly shape of an output, for reports."""
-    if type(value) in _SCALARS:
-        return type(value).__name__
     if isinstance(value, torch.Tensor):
         return list(value.shape)
     if isinstance(value, dict):

@@ -6,6 +6,7 @@ output directory only (no `..`, no absolute paths), written atomically.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -136,27 +137,28 @@ def next_counter(folder: Path, stem: str) -> int:
     return highest + 1
 
 
-def _read_umask() -> int:
+@functools.cache
+def default_modes() -> tuple[int, int]:
+    """(file, folder) modes a plain open() / mkdir() gives under the process umask (0644 / 0755 usually).
+
+    Temp files and folders are created private (0600 / 0700), and safetensors writes 0600 too; what we
+    hand users gets these, as ComfyUI's own outputs have. Read on first use: reading the umask means
+    setting it, which should not happen at import time.
+    """
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
-
-
-# Temp files and folders are created private (0600 / 0700), and safetensors writes 0600 too; what we
-# hand users gets the modes a plain open() would give (0644 / 0755 under the usual umask), as
-# ComfyUI's own outputs have.
-_UMASK = _read_umask()
-FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+    return 0o666 & ~mask, 0o777 & ~mask
 
 
 def share_modes(path: Path) -> None:
     """Give `path` (a file, or a folder and everything in it) the default permissions."""
+    file_mode, dir_mode = default_modes()
     if path.is_dir():
-        os.chmod(path, DIR_MODE)
+        os.chmod(path, dir_mode)
         for entry in path.rglob("*"):
-            os.chmod(entry, DIR_MODE if entry.is_dir() else FILE_MODE)
+            os.chmod(entry, dir_mode if entry.is_dir() else file_mode)
     else:
-        os.chmod(path, FILE_MODE)
+        os.chmod(path, file_mode)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -166,7 +168,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, default_modes()[0])
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -43,13 +43,13 @@ class Plan:
 
 
 def is_link(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
-            and isinstance(value[1], int) and not isinstance(value[1], bool))
-
-
-def _is_json_link(value: Any) -> bool:
-    """`is_link` for values parsed from JSON (exact types), cheap enough to call on every input."""
-    return type(value) is list and len(value) == 2 and type(value[1]) is int and type(value[0]) in (str, int)
+    """[source node id, output index]. The exact types JSON gives are tested first: this runs on every input."""
+    if not isinstance(value, list) or len(value) != 2:
+        return False
+    src, index = value
+    if type(index) is int and type(src) in (str, int):
+        return True
+    return isinstance(src, (str, int)) and isinstance(index, int) and not isinstance(index, bool)
 
 
 def _unwrap(value: Any) -> Any:
@@ -162,7 +162,7 @@ def _ancestors(prompt: dict[str, Any], wanted: list[str]) -> list[str]:
         if not isinstance(inputs, dict):
             continue
         for value in inputs.values():
-            if type(value) is list and (_is_json_link(value) or is_link(value)):
+            if type(value) is list and is_link(value):
                 src = str(value[0])
                 if src not in seen:
                     seen.add(src)
@@ -184,7 +184,7 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
                 "invalid_input_name", f"Unknown input {name!r}; {spec.class_type} takes "
                 f"{', '.join(spec.inputs) or 'no inputs'}", name, raw))
             continue
-        if type(raw) is list and (_is_json_link(raw) or is_link(raw)):
+        if type(raw) is list and is_link(raw):
             src, index = str(raw[0]), raw[1]
             links[name] = (src, index)
             if not ins.is_socket:

@@ -247,10 +247,10 @@ def encode_images(model: Any, images: torch.Tensor) -> torch.Tensor:
     return model.encode(x).latent_dist.mean.float()
 
 
-def decode_latents(model: Any, latents: torch.Tensor) -> torch.Tensor:
+def decode_latents(model: Any, latents: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """Images [B, C, H, W] float32 in [0, 1] from latents; a VQ latent is snapped to the codebook first
-    (as latent diffusion decodes)."""
+    (as latent diffusion decodes) unless `quantize` is False (it already holds codebook vectors)."""
     param = next(model.parameters())
     z = latents.to(device=param.device, dtype=param.dtype)
-    x = model.decode(z).sample if not is_vq(model) else model.decode(z, force_not_quantize=False).sample
+    x = model.decode(z).sample if not is_vq(model) else model.decode(z, force_not_quantize=not quantize).sample
     return (x.float() / 2 + 0.5).clamp(0, 1)

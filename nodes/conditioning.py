@@ -24,16 +24,14 @@ def max_tokens(handle: TextEncoderHandle) -> int:
 def encode_text(handle: TextEncoderHandle, text: str, max_length: int) -> torch.Tensor:
     """[1, max_length, dim] last hidden states, tokenized and encoded as StableDiffusionPipeline.encode_prompt."""
     tokenizer, encoder = handle.tokenizer, handle.text_encoder
-    ids = tokenizer(text, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+    tokens = tokenizer(text, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    ids = tokens.input_ids
     untruncated = tokenizer(text, padding="longest", return_tensors="pt").input_ids
     if untruncated.shape[-1] > ids.shape[-1]:
         removed = tokenizer.batch_decode(untruncated[:, max_length - 1:-1])
         log.warning("prompt longer than %d tokens; this part was cut off: %s", max_length, removed)
-    device = next(encoder.parameters()).device
-    mask = None
-    if getattr(encoder.config, "use_attention_mask", False):
-        mask = tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
-                         return_tensors="pt").attention_mask.to(device)
+    device = handle.device
+    mask = tokens.attention_mask.to(device) if getattr(encoder.config, "use_attention_mask", False) else None
     return encoder(ids.to(device), attention_mask=mask)[0]
 
 

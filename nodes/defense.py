@@ -169,10 +169,7 @@ def randomized_smoothing(images: torch.Tensor, sigma: float, samples: int, aggre
     counts = (indices.unsqueeze(0) == indices.unsqueeze(1)).sum(dim=1)  # [S, B, h, w]
     best = (counts * quantizer.n_e - indices).argmax(dim=0, keepdim=True)
     votes = indices.gather(0, best)[0]
-    z = quantizer.get_codebook_entry(votes.reshape(-1), (b, h, w, c))
-    param = next(model.parameters())
-    x = model.decode(z.to(param.dtype), force_not_quantize=True).sample
-    return (x.float() / 2 + 0.5).clamp(0, 1)
+    return decode_latents(model, quantizer.get_codebook_entry(votes.reshape(-1), (b, h, w, c)), quantize=False)
 
 
 def diffpure(images: torch.Tensor, model: Any, denoiser: DenoiserHandle, scheduler: SchedulerHandle,

@@ -26,6 +26,7 @@ from ..graph.safety import atomic_write, next_counter, output_prefix
 from ..graph.types import FloatSocket, Image, Latent, Socket, StringSocket
 from .handles import CodeMap, Codes
 from .io import check_prefix
+from .noise import latent_samples
 
 # Wang et al. 2003 scale weights (finest first), as torchmetrics and the reference implementation.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -205,13 +206,6 @@ def perturbation_norms(image: torch.Tensor, reference: torch.Tensor) -> tuple[to
     return delta.abs().amax(dim=1), delta.norm(dim=1)
 
 
-def _latent(latent: Any, name: str) -> torch.Tensor:
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not isinstance(samples, torch.Tensor):
-        raise ValueError(f"input {name!r} needs a LATENT dict with 'samples' [B, C, h, w]")
-    return samples
-
-
 # Nodes.
 
 class MeasurePSNR(Node):
@@ -296,7 +290,7 @@ class MeasureLatentDistance(Node):
     label: str = Field("", description=LABEL_DESCRIPTION)
 
     def run(self, ctx: RunContext) -> Outputs:
-        a, b = _pair(_latent(self.latent_a, "latent_a"), _latent(self.latent_b, "latent_b"),
+        a, b = _pair(latent_samples(self.latent_a, "latent_a"), latent_samples(self.latent_b, "latent_b"),
                      ("latent_a", "latent_b"))
         d = measured("latent_l2", latent_l2(a, b), self.label)
         c = measured("latent_cosine", latent_cosine(a, b), self.label)

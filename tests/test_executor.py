@@ -74,3 +74,16 @@ def test_executor_png_round_trip_reproduces_output_bit_for_bit(make_executor, pa
         with Image.open(paths.output_dir / a) as x, Image.open(paths.output_dir / b) as y:
             assert np.array_equal(np.asarray(x), np.asarray(y))
             assert x.text == y.text
+
+
+def test_executor_runs_a_10000_node_chain_without_recursion(make_executor):
+    # ComfyUI rejects a 1,000-node chain at the default recursion limit; nothing here recurses.
+    import sys
+
+    prompt = {str(i): {"class_type": "GenArtTestAdd", "inputs": {"a": [str(i - 1), 0], "b": 0.0}}
+              for i in range(2, 10_000)}
+    prompt["1"] = {"class_type": "GenArtTestNumber", "inputs": {"value": 5.0}}
+    prompt["10000"] = {"class_type": "GenArtTestSink", "inputs": {"value": ["9999", 0]}}
+    assert sys.getrecursionlimit() < 10_000
+    report = make_executor(cache=False).run(prompt)
+    assert len(report.ran) == 10_000 and report.ui["10000"] == {"value": [5.0]}

@@ -131,7 +131,9 @@ def test_written_files_get_default_permissions(tmp_path):
     # Temp files are created 0600; a saved image or model must not stay private to the writer.
     import stat
 
-    from comfyui_genart.graph.safety import DIR_MODE, FILE_MODE, atomic_write, share_modes
+    from comfyui_genart.graph.safety import atomic_write, default_modes, share_modes
+
+    FILE_MODE, DIR_MODE = default_modes()
 
     mask = os.umask(0o022)
     os.umask(mask)

@@ -278,7 +278,9 @@ def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, r
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "bit-identical EMA weights"
     assert straight.history == resumed.history
-    from comfyui_genart.graph.safety import FILE_MODE
+    from comfyui_genart.graph.safety import default_modes
+
+    FILE_MODE = default_modes()[0]
 
     weights = tmp_path / "a" / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_mode & 0o777 == FILE_MODE, "the model is readable like any written file"
