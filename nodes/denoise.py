@@ -25,10 +25,9 @@ from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_STEPS
 from ..graph.types import Latent
 from .handles import Conditioning, ConditioningSocket, Denoiser, DenoiserHandle, Scheduler, SchedulerHandle
-from .noise import batch_index_of, latent_samples
+from .noise import SEED_MAX, batch_index_of, latent_samples
 
 STATE_KEY = "genart_denoise"
-MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 
 SEED_DESCRIPTION = ("seed of the CPU random stream: the initial noise is drawn from it with ComfyUI's "
                     "prepare_noise semantics, and stochastic schedulers (DDPM, Euler ancestral, LCM, ...) "
@@ -409,7 +408,7 @@ class DenoiseStep(Node):
         description="LATENT: samples [B, C, h, w] float, unscaled. With a denoising state (the output of a "
                     "step or a sampler that stopped early) it is continued; else it gives the shape and the image "
                     "for img2img, and " + MASK_NOTE)
-    seed: int = Field(0, ge=0, le=MAX_SEED, description=SEED_DESCRIPTION)
+    seed: int = Field(0, ge=0, le=SEED_MAX, description=SEED_DESCRIPTION)
     steps: int = Field(20, ge=1, le=MAX_STEPS,
                        description="steps of the whole schedule (scheduler.set_timesteps); the same in every "
                                    "node of a chain")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..graph.safety import share_modes
 from .dataset import BatchPlan, ImageFolder, mix_seed
+from .handles import TRAINING_FILE
 from .train_loop import (
     CheckpointCadence,
     Checkpoints,
@@ -38,8 +39,6 @@ from .train_loop import (
     optimizer_state,
     set_learning_rate,
 )
-
-TRAINING_FILE = "genart_training.json"
 
 
 @dataclass(frozen=True)
@@ -179,8 +178,7 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
 
     def save(step: int) -> None:
         if accelerator.is_main_process:
-            inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-            to, mo = optimizer_state("opt", inner)
+            to, mo = optimizer_state("opt", optimizer)
             checkpoints.save(step, {**module_tensors("unet", raw_unet), **ema.tensors("ema"), **to},
                              {"config": config_dict(config), "opt": mo, "latent_scale": latent_scale})
             log.flush()
@@ -224,7 +222,7 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
         if data.heldout:
             summary["heldout_loss"] = heldout_loss(model, vq, data, config, latent_scale)
     accelerator.wait_for_everyone()
-    return TrainResult(model=model, history=log.entries(), summary=summary, model_dir=model_dir)
+    return TrainResult(model=model, history=log.entries(), summary=summary)
 
 
 def training_target(z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str

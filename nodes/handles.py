@@ -13,6 +13,9 @@ import torch
 
 from ..graph.types import Socket
 
+# Written beside a UNet trained here: its latent_scale and every training setting (prediction_type too).
+TRAINING_FILE = "genart_training.json"
+
 
 class _OnDevice:
     """`device` and `dtype` of a handle's module (`self.model`), read from its first parameter."""

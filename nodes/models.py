@@ -26,6 +26,7 @@ from ..graph.node import FileInput, Node, NodeOutputs, Widget
 from ..graph.safety import UnsafePathError, atomic_write, confine, next_counter, output_prefix
 from ..graph.weights import load_state_dict
 from .handles import (
+    TRAINING_FILE,
     Autoencoder,
     AutoencoderHandle,
     Denoiser,
@@ -357,7 +358,7 @@ class LoadDenoiser(Node):
 def trained_prediction_type(path: Path) -> str | None:
     """What a UNet folder says it predicts: genart_training.json (written by GenArt training), or for a
     diffusers pipeline folder its scheduler's config, as the pipelines themselves read it. None if neither."""
-    for record, keys in ((path / "genart_training.json", ("config", "prediction_type")),
+    for record, keys in ((path / TRAINING_FILE, ("config", "prediction_type")),
                          (path / "scheduler" / "scheduler_config.json", ("prediction_type",))):
         if record.is_file():
             try:

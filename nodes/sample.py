@@ -15,7 +15,6 @@ from .denoise import (
     CFG_DESCRIPTION,
     CONDITIONING_DESCRIPTION,
     MASK_NOTE,
-    MAX_SEED,
     NOISE_DESCRIPTION,
     SEED_DESCRIPTION,
     begin_denoising,
@@ -23,6 +22,7 @@ from .denoise import (
     prepare_guidance,
 )
 from .handles import ConditioningSocket, Denoiser, Scheduler
+from .noise import SEED_MAX
 
 
 class SampleLatent(Node):
@@ -53,7 +53,7 @@ class SampleLatent(Node):
     latent: Latent = Field(
         description="LATENT: samples [B, C, h, w] float, unscaled: the shape for txt2img (an empty latent), "
                     "the image for img2img, or a latent mid-denoising to continue; " + MASK_NOTE)
-    seed: int = Field(0, ge=0, le=MAX_SEED, description=SEED_DESCRIPTION)
+    seed: int = Field(0, ge=0, le=SEED_MAX, description=SEED_DESCRIPTION)
     steps: int = Field(20, ge=1, le=MAX_STEPS, description="steps of the whole schedule (scheduler.set_timesteps)")
     cfg: Annotated[float, Widget(step=0.1)] = Field(7.5, ge=0.0, le=100.0, description=CFG_DESCRIPTION)
     denoise: float = Field(

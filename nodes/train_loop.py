@@ -113,8 +113,9 @@ def load_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.T
 
 
 def optimizer_state(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's state split into tensors (for safetensors) and JSON (the rest)."""
-    sd = optimizer.state_dict()
+    """An optimizer's state split into tensors (for safetensors) and JSON (the rest); an optimizer that
+    accelerate wrapped is unwrapped first."""
+    sd = getattr(optimizer, "optimizer", optimizer).state_dict()
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict[str, Any]] = {}
     for pid, state in sd["state"].items():
@@ -258,4 +259,3 @@ class TrainResult:
     model: Any
     history: list[dict[str, Any]]
     summary: dict[str, Any]
-    model_dir: Path | None = None

@@ -83,13 +83,6 @@ class EMAVectorQuantizer(VectorQuantizer):
             new.embed_sum.copy_(quantizer.embedding.weight)
         return new.to(quantizer.embedding.weight.device)
 
-    def plain(self) -> VectorQuantizer:
-        """diffusers' own quantizer (what VQModel.from_pretrained builds) with this codebook."""
-        q = VectorQuantizer(self.n_e, self.vq_embed_dim, beta=self.beta, remap=None, sane_index_shape=False)
-        with torch.no_grad():
-            q.embedding.weight.copy_(self.embedding.weight)
-        return q.to(self.embedding.weight.device)
-
     def ema_state(self) -> dict[str, torch.Tensor]:
         return {"cluster_size": self.cluster_size, "embed_sum": self.embed_sum,
                 "initialized": self.initialized, "updates": self.updates}

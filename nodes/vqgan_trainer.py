@@ -206,8 +206,8 @@ def train_vqgan(config: VQGANConfig, data: ImageFolder, model_dir: Path, checkpo
             tensors = {**module_tensors("gen", vq), **module_tensors("disc", accelerator.unwrap_model(disc))}
             if isinstance(vq.quantize, EMAVectorQuantizer):
                 tensors.update({f"quant.{k}": v for k, v in vq.quantize.ema_state().items()})
-            tg, mg = optimizer_state("opt_g", opt_g.optimizer if hasattr(opt_g, "optimizer") else opt_g)
-            td, md = optimizer_state("opt_d", opt_d.optimizer if hasattr(opt_d, "optimizer") else opt_d)
+            tg, mg = optimizer_state("opt_g", opt_g)
+            td, md = optimizer_state("opt_d", opt_d)
             checkpoints.save(step, {**tensors, **tg, **td},
                              {"config": config_dict(config), "opt_g": mg, "opt_d": md})
             log.flush()
@@ -232,7 +232,7 @@ def train_vqgan(config: VQGANConfig, data: ImageFolder, model_dir: Path, checkpo
         if data.heldout:
             summary["heldout"] = evaluate_vq(model, data.images("heldout"))
     accelerator.wait_for_everyone()
-    return TrainResult(model=model, history=log.entries(), summary=summary, model_dir=model_dir)
+    return TrainResult(model=model, history=log.entries(), summary=summary)
 
 
 def vqgan_step(config: VQGANConfig, step: int, images: torch.Tensor, gen: nn.Module, disc: nn.Module,

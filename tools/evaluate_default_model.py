@@ -67,12 +67,12 @@ def sample(unet, vq, latent_scale: float, sched_cfg: dict, count: int, steps: in
     drawn on the CPU from seed + batch start."""
     from diffusers import DDIMScheduler
 
+    size, channels = int(unet.config.sample_size), int(unet.config.in_channels)
+    scheduler = DDIMScheduler(**sched_cfg)
     out = []
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        scheduler = DDIMScheduler(**sched_cfg, clip_sample=False)
-        scheduler.set_timesteps(steps)
-        size, channels = int(unet.config.sample_size), int(unet.config.in_channels)
+        scheduler.set_timesteps(steps)  # DDIM keeps no state between samples beyond its timesteps
         x = torch.randn(n, channels, size, size, generator=torch.Generator().manual_seed(seed + start))
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t).sample, t, x).prev_sample
@@ -120,17 +120,18 @@ def main() -> int:
     from diffusers import UNet2DModel, VQModel
 
     from comfyui_genart.nodes.dataset import open_image_folder
+    from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, scheduler_config
+    from comfyui_genart.nodes.handles import TRAINING_FILE
+    from comfyui_genart.nodes.train_loop import dataclass_from
     from comfyui_genart.nodes.vqgan_trainer import evaluate_vq
 
-    torch.manual_seed(args.seed)
     vq = VQModel.from_pretrained(args.models_dir / "vqgan" / args.name, local_files_only=True,
                                  torch_dtype=torch.float32).eval()
     unet_dir = args.models_dir / "unet" / args.name
     unet = UNet2DModel.from_pretrained(unet_dir, local_files_only=True, torch_dtype=torch.float32).eval()
-    training = json.loads((unet_dir / "genart_training.json").read_text())
+    training = json.loads((unet_dir / TRAINING_FILE).read_text())
     latent_scale = float(training["latent_scale"])
-    sched_cfg = {k: training["config"][k] for k in ("num_train_timesteps", "beta_schedule", "beta_start",
-                                                    "beta_end", "prediction_type")}
+    sched_cfg = scheduler_config(dataclass_from(DenoiserConfig, training["config"]))
     data = open_image_folder(args.data, 32, args.holdout_fraction, args.split_seed)
     heldout = data.images("heldout")
     n = len(heldout)
