@@ -102,6 +102,13 @@ def confine(root: Path, relative: str, what: str = "path") -> Path:
 _PREFIX_OK = re.compile(r"[^A-Za-z0-9._\- /]")
 
 
+def ui_file(root: Path, path: Path, kind: str = "output") -> dict[str, str]:
+    """How ComfyUI's UI names a file written under `root` (its output or temp folder): filename,
+    subfolder ("" at the top), type."""
+    subfolder = path.parent.relative_to(root.resolve()).as_posix()
+    return {"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": kind}
+
+
 def output_prefix(output_dir: Path, prefix: str) -> tuple[Path, str]:
     """Split a filename prefix like "runs/cat" into (folder inside output_dir, file stem).
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
 from ..graph.pngmeta import png_bytes
-from ..graph.safety import MAX_PIXELS, UnsafePathError, atomic_write, next_counter, output_prefix
+from ..graph.safety import MAX_PIXELS, UnsafePathError, atomic_write, next_counter, output_prefix, ui_file
 from ..graph.types import Image, Mask
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -60,8 +60,7 @@ def save_images(images: torch.Tensor, folder_root: Path, prefix: str, ctx: RunCo
     for i, image in enumerate(images):
         path = folder / f"{stem}_{counter + i:05}_.png"
         atomic_write(path, png_bytes(tensor_to_pil(image), texts))
-        subfolder = folder.relative_to(folder_root.resolve()).as_posix()
-        saved.append({"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": kind})
+        saved.append(ui_file(folder_root, path, kind))
     return saved
 
 

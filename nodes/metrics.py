@@ -22,7 +22,7 @@ from pydantic import Field
 
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
-from ..graph.safety import atomic_write, next_counter, output_prefix
+from ..graph.safety import atomic_write, next_counter, output_prefix, ui_file
 from ..graph.types import FloatSocket, Image, Latent, Socket, StringSocket
 from .handles import CodeMap, Codes
 from .io import check_prefix
@@ -439,12 +439,10 @@ class MetricsReport(Node):
         folder, stem = output_prefix(ctx.paths.output_dir, self.filename_prefix)
         counter = next_counter(folder, stem)
         name = f"{stem}_{counter:05}_"
-        subfolder = folder.relative_to(ctx.paths.output_dir.resolve()).as_posix()
         files = []
         for ext, text in ((".json", report_json(metric_set)), (".csv", report_csv(metric_set))):
             atomic_write(folder / (name + ext), text.encode("utf-8"))
-            files.append({"filename": name + ext, "subfolder": "" if subfolder == "." else subfolder,
-                          "type": "output"})
+            files.append(ui_file(ctx.paths.output_dir, folder / (name + ext)))
         table = format_table(metric_set)
         ctx.ui["text"] = [table]
         ctx.ui["files"] = files

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs, Widget
-from ..graph.safety import UnsafePathError, atomic_write, confine, next_counter, output_prefix
+from ..graph.safety import UnsafePathError, atomic_write, confine, next_counter, output_prefix, ui_file
 from ..graph.weights import load_state_dict
 from .handles import (
     TRAINING_FILE,
@@ -794,12 +794,11 @@ class SaveModel(Node):
         if not given:
             raise ValueError("GenArtSaveModel got no model: connect at least one of vqmodel, autoencoder or denoiser")
         folder, stem = output_prefix(ctx.paths.output_dir, self.filename_prefix)
-        subfolder = folder.relative_to(ctx.paths.output_dir.resolve()).as_posix()
         saved = []
         for kind, handle in given.items():
             file = folder / f"{stem}_{kind}_{next_counter(folder, f'{stem}_{kind}'):05}_.safetensors"
             atomic_write(file, single_file_bytes(handle.model))
-            saved.append({"filename": file.name, "subfolder": "" if subfolder == "." else subfolder,
-                          "type": "output", "kind": kind, "class_name": type(handle.model).__name__})
+            saved.append({**ui_file(ctx.paths.output_dir, file), "kind": kind,
+                          "class_name": type(handle.model).__name__})
         ctx.ui["models"] = saved
         return self.Outputs()

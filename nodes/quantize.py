@@ -10,7 +10,7 @@ from safetensors.torch import save as tensors_to_bytes
 
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
-from ..graph.safety import atomic_write, next_counter, output_prefix
+from ..graph.safety import atomic_write, next_counter, output_prefix, ui_file
 from ..graph.types import FloatSocket, IntSocket, Latent
 from .handles import CodeMap, Codes, VQModel, VQModelHandle
 from .io import check_prefix
@@ -159,9 +159,7 @@ class SaveCodes(Node):
         path = folder / f"{stem}_{next_counter(folder, stem):05}_.safetensors"
         metadata = {"genart": "codes", "num_codes": str(self.codes.num_codes), "embed_dim": str(self.codes.embed_dim)}
         atomic_write(path, tensors_to_bytes({"indices": self.codes.indices.detach().cpu().contiguous()}, metadata))
-        subfolder = folder.relative_to(ctx.paths.output_dir.resolve()).as_posix()
-        ctx.ui["codes"] = [{"filename": path.name, "subfolder": "" if subfolder == "." else subfolder,
-                            "type": "output"}]
+        ctx.ui["codes"] = [ui_file(ctx.paths.output_dir, path)]
         return self.Outputs()
 
 
