@@ -1,7 +1,7 @@
 """Encode: images to latents with a VQ autoencoder (before quantization) or a KL autoencoder."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -9,20 +9,19 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.types import Image, Latent
-from .handles import Autoencoder, VQModel
+from .handles import Autoencoder, AutoencoderHandle, VQModel, VQModelHandle
 from .noise import SEED_MAX, prepare_noise
 
 
-def image_to_model(image: torch.Tensor, model: Any, device: torch.device, dtype: torch.dtype,
-                   input_name: str = "image") -> torch.Tensor:
+def image_to_model(image: torch.Tensor, handle: VQModelHandle | AutoencoderHandle) -> torch.Tensor:
     """IMAGE [B, H, W, C] in [0, 1] -> NCHW in [-1, 1] on the model's device and dtype (diffusers' input)."""
     if image.ndim != 4:
-        raise ValueError(f"{input_name} must be an IMAGE [B, H, W, C], got a tensor of shape {tuple(image.shape)}")
-    want = int(model.config.in_channels)
+        raise ValueError(f"image must be an IMAGE [B, H, W, C], got a tensor of shape {tuple(image.shape)}")
+    want = int(handle.model.config.in_channels)
     if image.shape[-1] != want:
         hint = " (an RGBA image: drop the alpha channel first)" if image.shape[-1] == 4 and want == 3 else ""
-        raise ValueError(f"{input_name} has {image.shape[-1]} channels but the model takes {want}{hint}")
-    return (image.movedim(-1, 1).to(device=device, dtype=dtype) * 2 - 1).contiguous()
+        raise ValueError(f"image has {image.shape[-1]} channels but the model takes {want}{hint}")
+    return (image.movedim(-1, 1).to(device=handle.device, dtype=handle.dtype) * 2 - 1).contiguous()
 
 
 class EncodeVQ(Node):
@@ -41,7 +40,7 @@ class EncodeVQ(Node):
 
     def run(self, ctx: RunContext) -> Outputs:
         handle = self.vqmodel
-        x = image_to_model(self.image, handle.model, handle.device, handle.dtype)
+        x = image_to_model(self.image, handle)
         h = handle.model.encode(x).latents
         return self.Outputs(latent={"samples": h.float()})
 
@@ -66,7 +65,7 @@ class EncodeKL(Node):
 
     def run(self, ctx: RunContext) -> Outputs:
         handle = self.autoencoder
-        x = image_to_model(self.image, handle.model, handle.device, handle.dtype)
+        x = image_to_model(self.image, handle)
         dist = handle.model.encode(x).latent_dist
         if self.mode == "mean":
             z = dist.mean
