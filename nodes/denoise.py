@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -25,7 +24,7 @@ from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_STEPS
 from ..graph.types import Latent
 from .handles import Conditioning, ConditioningSocket, Denoiser, DenoiserHandle, Scheduler, SchedulerHandle
-from .noise import SEED_MAX, batch_index_of, latent_samples
+from .noise import SEED_MAX, batch_index_of, latent_samples, prepare_noise_and_generator
 
 STATE_KEY = "genart_denoise"
 
@@ -169,22 +168,8 @@ class Denoising:
 
 def seeded_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None) -> tuple[torch.Tensor,
                                                                                               torch.Generator]:
-    """prepare_noise's noise, float32 on the CPU, and the generator that drew it (its stream continues).
-
-    The draws mirror `.noise.prepare_noise`, which does not hand out its generator (a test checks they
-    agree bit for bit); keeping it lets stochastic schedulers continue the seed's stream, as a diffusers
-    pipeline continues its one generator.
-    """
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    if batch_index is None:
-        return torch.randn(tuple(shape), generator=generator, device="cpu"), generator
-    wanted = set(batch_index)
-    draws = {}
-    for i in range(max(wanted) + 1):
-        draw = torch.randn((1, *shape[1:]), generator=generator, device="cpu")
-        if i in wanted:
-            draws[i] = draw
-    return torch.cat([draws[i] for i in batch_index], dim=0), generator
+    """prepare_noise's noise, float32 on the CPU, and the generator that drew it (its stream continues)."""
+    return prepare_noise_and_generator(shape, seed, batch_index)
 
 
 def denoiser_input(latent: Any, denoiser: DenoiserHandle) -> torch.Tensor:
@@ -252,17 +237,6 @@ def _latent_mask(noise_mask: Any, shape: torch.Size, device: torch.device, dtype
             "for all or one per latent")
     mask = F.interpolate(mask, size=(shape[2], shape[3]), mode="bilinear")
     return mask.repeat(shape[0] // mask.shape[0], shape[1], 1, 1)
-
-
-_TEMPLATES: weakref.WeakKeyDictionary[SchedulerHandle, Any] = weakref.WeakKeyDictionary()
-
-
-def fresh_scheduler(handle: SchedulerHandle) -> Any:
-    """handle.fresh(), built once per handle and copied after that (from_config costs ~10x a deepcopy)."""
-    template = _TEMPLATES.get(handle)
-    if template is None:
-        template = _TEMPLATES[handle] = handle.fresh()
-    return copy.deepcopy(template)
 
 
 def check_prediction_type(denoiser: DenoiserHandle, handle: SchedulerHandle) -> None:
@@ -346,7 +320,7 @@ def _start(denoiser: DenoiserHandle, handle: SchedulerHandle, latent: dict, samp
            start_input: str) -> Denoising:
     device, dtype = denoiser.device, denoiser.dtype
     check_prediction_type(denoiser, handle)
-    scheduler = fresh_scheduler(handle)
+    scheduler = handle.fresh()
     try:
         scheduler.set_timesteps(steps, device=device)
     except ValueError as err:

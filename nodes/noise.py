@@ -36,16 +36,23 @@ def prepare_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | 
     indices 0..max, and item i gets the draw of its own index, so an item's noise does not depend on
     which other items are in the batch.
     """
+    return prepare_noise_and_generator(shape, seed, batch_index, dtype)[0]
+
+
+def prepare_noise_and_generator(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None = None,
+                                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Generator]:
+    """`prepare_noise` and the generator that drew it, whose stream continues (stochastic schedulers
+    go on drawing from it, as a diffusers pipeline continues its one generator)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if batch_index is None:
-        return torch.randn(tuple(shape), dtype=dtype, generator=generator, device="cpu")
-    wanted = sorted(set(batch_index))
+        return torch.randn(tuple(shape), dtype=dtype, generator=generator, device="cpu"), generator
+    wanted = set(batch_index)
     draws = {}
-    for i in range(wanted[-1] + 1):
+    for i in range(max(wanted) + 1):
         draw = torch.randn((1, *shape[1:]), dtype=dtype, generator=generator, device="cpu")
         if i in wanted:
             draws[i] = draw
-    return torch.cat([draws[i] for i in batch_index], dim=0)
+    return torch.cat([draws[i] for i in batch_index], dim=0), generator
 
 
 def derived_seed(seed: int, component: int) -> int:
