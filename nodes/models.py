@@ -90,7 +90,12 @@ def device_problems(constants: dict[str, Any]) -> list[tuple[str, str]]:
 
 def finish(model: Any, device: torch.device, dtype: torch.dtype) -> Any:
     """On its device and dtype, in eval mode, frozen."""
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if getattr(model, "_keep_in_fp32_modules", None):
+        model = model.to(device=device, dtype=dtype)  # diffusers keeps those modules in float32
+    else:
+        # diffusers' own .to() warns about float32 modules on every dtype cast, even when there are none.
+        model = torch.nn.Module.to(model, device=device, dtype=dtype)
+    return model.eval().requires_grad_(False)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ blocked, and clear errors for bad inputs. Every test runs with sockets refused."
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 from pathlib import Path
@@ -139,7 +140,15 @@ def test_models_diffusers_folder_loads_bit_exactly(mpaths, tiny_dir, folder):
     class_type, class_name = LOADERS[folder]
     name = folder.split("/")[1]
     reference = getattr(diffusers, class_name).from_pretrained(tiny_dir / folder, local_files_only=True)
-    (handle,) = run_node(mpaths, class_type, model_name=name)
+    warnings: list[logging.LogRecord] = []
+    listener = logging.Handler(logging.WARNING)
+    listener.emit = warnings.append  # diffusers' logger does not propagate to pytest's caplog
+    logging.getLogger("diffusers").addHandler(listener)
+    try:
+        (handle,) = run_node(mpaths, class_type, model_name=name)
+    finally:
+        logging.getLogger("diffusers").removeHandler(listener)
+    assert not [w.getMessage() for w in warnings], "loading a model should print no diffusers warnings"
     assert type(handle.model).__name__ == class_name
     assert not handle.model.training and not any(p.requires_grad for p in handle.model.parameters())
     assert not any(p.is_inference() for p in handle.model.parameters()), "weights must be usable by autograd nodes"
