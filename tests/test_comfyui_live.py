@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -113,7 +114,7 @@ def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         (base / sub).mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
     _write_input_image(base / "input" / INPUT_IMAGE)
-    _write_input_image(base / "input" / "example.png")  # the image the shipped workflows load
+    shutil.copy(REPO / "input" / "example.png", base / "input" / "example.png")  # the shipped workflows load it
     from tiny_models import write_all
 
     write_all(base / "models")  # tiny diffusers models for the pipeline prompts

@@ -1,10 +1,11 @@
-"""Every shipped workflow runs headless: tiny models built from configs stand in for real ones, and
-`generate` uses the shipped default model (found in the pack's own models/ folder)."""
+"""Every shipped workflow runs headless as a user runs it: on the shipped default model (found in the pack's
+own models/ folder) and input/example.png; tiny models built from configs stand in where none ships
+(text-to-image)."""
 from __future__ import annotations
 
 import json
+import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -27,8 +28,7 @@ def models_dir(tmp_path_factory):
 @pytest.fixture()
 def workflow_paths(paths, models_dir):
     paths.models_dirs = [models_dir]
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(paths.input_dir / "example.png")
+    shutil.copy(REPO / "input" / "example.png", paths.input_dir / "example.png")  # the image users run them on
     return paths
 
 
