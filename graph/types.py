@@ -30,6 +30,15 @@ Image = Annotated[torch.Tensor, Socket(IMAGE)]
 Mask = Annotated[torch.Tensor, Socket(MASK)]
 Latent = Annotated[dict, Socket(LATENT)]
 
+
+def check_image(image: object, name: str) -> torch.Tensor:
+    """`image` itself when it is an IMAGE tensor [B, H, W, C]; an error naming input `name` otherwise."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        got = f"shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"input {name!r} must be an IMAGE [B, H, W, C]; got {got}")
+    return image
+
+
 # Plain values that may also travel over links (ComfyUI primitive sockets).
 IntSocket = Annotated[int, Socket("INT")]
 FloatSocket = Annotated[float, Socket("FLOAT")]

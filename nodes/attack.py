@@ -19,7 +19,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_ITERATIONS
-from ..graph.types import Image, Mask
+from ..graph.types import Image, Mask, check_image
 from .attack_core import (
     EOTTransform,
     Loss,
@@ -72,9 +72,8 @@ def _mask_nchw(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | Non
 
 def _images(image: torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
     """IMAGE [B, H, W, C] (maybe an inference tensor) -> NCHW float32 ordinary tensor on `device`."""
-    if image.ndim != 4:
-        raise ValueError(f"input {name!r} must be an IMAGE [B, H, W, C]; got shape {tuple(image.shape)}")
-    return image.clone().movedim(-1, 1).to(device=device, dtype=torch.float32).contiguous()
+    nchw = check_image(image, name).movedim(-1, 1)
+    return nchw.to(device=device, dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
 
 
 def _display(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_STEPS
-from ..graph.types import Image, Socket
+from ..graph.types import Image, Socket, check_image
 from .attack_core import decode_latents, encode_images, is_vq
 from .denoise import begin_denoising, prepare_guidance
 from .handles import (
@@ -67,9 +67,7 @@ IMAGE_IN = "images to defend, [B, H, W, C] float32 in [0, 1]"
 
 
 def to_nchw(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    if image.ndim != 4:
-        raise ValueError(f"input {name!r} must be an IMAGE [B, H, W, C]; got shape {tuple(image.shape)}")
-    return image.movedim(-1, 1).float()
+    return check_image(image, name).movedim(-1, 1).float()
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:

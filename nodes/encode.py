@@ -8,15 +8,14 @@ from pydantic import Field
 
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
-from ..graph.types import Image, Latent
+from ..graph.types import Image, Latent, check_image
 from .handles import Autoencoder, AutoencoderHandle, VQModel, VQModelHandle
 from .noise import SEED_MAX, prepare_noise
 
 
 def image_to_model(image: torch.Tensor, handle: VQModelHandle | AutoencoderHandle) -> torch.Tensor:
     """IMAGE [B, H, W, C] in [0, 1] -> NCHW in [-1, 1] on the model's device and dtype (diffusers' input)."""
-    if image.ndim != 4:
-        raise ValueError(f"image must be an IMAGE [B, H, W, C], got a tensor of shape {tuple(image.shape)}")
+    check_image(image, "image")
     want = int(handle.model.config.in_channels)
     if image.shape[-1] != want:
         hint = " (an RGBA image: drop the alpha channel first)" if image.shape[-1] == 4 and want == 3 else ""

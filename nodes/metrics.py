@@ -23,7 +23,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import atomic_write, next_counter, output_prefix, ui_file
-from ..graph.types import FloatSocket, Image, Latent, Socket, StringSocket
+from ..graph.types import FloatSocket, Image, Latent, Socket, StringSocket, check_image
 from .handles import CodeMap, Codes
 from .io import check_prefix
 from .noise import latent_samples
@@ -101,8 +101,7 @@ def _pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> tuple[tor
 
 def _image_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
     for t, name in zip((a, b), names, strict=True):
-        if t.ndim != 4:
-            raise ValueError(f"input {name!r} must be an IMAGE [B, H, W, C]; got shape {tuple(t.shape)}")
+        check_image(t, name)
     a, b = _pair(a, b, names)
     return a.movedim(-1, 1), b.movedim(-1, 1)
 

@@ -13,7 +13,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_BATCH, MAX_PIXELS
-from ..graph.types import Image
+from ..graph.types import Image, check_image
 from .handles import Codes
 from .quantize import code_usage
 
@@ -40,9 +40,7 @@ class ImageGrid(Node):
     background: float = Field(1.0, ge=0.0, le=1.0, description="grey level of the padding and empty cells, in [0, 1]")
 
     def run(self, ctx: RunContext) -> Outputs:
-        images = self.images
-        if images.ndim != 4:
-            raise ValueError(f"images must be an IMAGE [B, H, W, C], got shape {tuple(images.shape)}")
+        images = check_image(self.images, "images")
         b, h, w, c = images.shape
         cols = min(self.columns, b)
         rows = math.ceil(b / cols)

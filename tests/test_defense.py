@@ -159,3 +159,22 @@ def test_diffpure_refuses_zero_steps_and_two_autoencoders(diffusion):
         D.DefendDiffPure(vqmodel=diffusion["vq"], autoencoder=diffusion["kl"], **common).run(_ctx())
     with pytest.raises(ValueError, match=r"connect 'vqmodel'.*or 'autoencoder'"):
         D.DefendDiffPure(**common).run(_ctx())
+
+
+def test_image_inputs_of_every_stage_refuse_a_non_image_naming_the_input():
+    """One IMAGE check (graph.types.check_image) serves defenses, metrics, grids, encoders and attacks."""
+    from comfyui_genart.nodes.attack import AttackEncoderFGSM
+    from comfyui_genart.nodes.encode import EncodeVQ
+    from comfyui_genart.nodes.metrics import MeasurePSNR
+    from comfyui_genart.nodes.visualize import ImageGrid
+
+    flat = torch.rand(2, 8, 3)  # a batch of rows, not of images
+    good = torch.rand(2, 8, 8, 3)
+    with torch.inference_mode():
+        vq = VQModelHandle(tiny_vq().eval().requires_grad_(False))
+    nodes = [(D.DefendJPEG(image=flat), "image"), (MeasurePSNR(image_a=good, image_b=flat), "image_b"),
+             (ImageGrid(images=flat), "images"), (EncodeVQ(image=flat, vqmodel=vq), "image"),
+             (AttackEncoderFGSM(image=flat, vqmodel=vq), "image")]
+    for node, name in nodes:
+        with pytest.raises(ValueError, match=rf"input '{name}' must be an IMAGE \[B, H, W, C\]; got shape \(2, 8, 3\)"):
+            node.run(_ctx())
