@@ -33,6 +33,9 @@ def _default_root(name: str) -> Path:
 # The pack's own models folder (shipped configs and the default model): searched last, from any
 # working directory and inside ComfyUI.
 PACK_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+# The pack's own input folder (the example image the shipped workflows load): searched after the input
+# folder, so those workflows run as shipped headless from any directory and inside ComfyUI.
+PACK_INPUT_DIR = Path(__file__).resolve().parents[1] / "input"
 # A folder counts as one model (a diffusers folder) when it holds one of these.
 MODEL_FOLDER_MARKERS = ("config.json", "model_index.json", "scheduler_config.json", "tokenizer_config.json")
 
@@ -52,7 +55,7 @@ class Paths:
 
     def roots(self, folder: str) -> list[Path]:
         if folder == "input":
-            return [self.input_dir]
+            return list(dict.fromkeys([self.input_dir, PACK_INPUT_DIR]))
         if folder.startswith("models/"):
             kind = folder.split("/", 1)[1]
             extra = self.extra_model_roots(kind) if self.extra_model_roots is not None else []

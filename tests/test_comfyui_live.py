@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -114,7 +113,6 @@ def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         (base / sub).mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
     _write_input_image(base / "input" / INPUT_IMAGE)
-    shutil.copy(REPO / "input" / "example.png", base / "input" / "example.png")  # the shipped workflows load it
     from tiny_models import write_all
 
     write_all(base / "models")  # tiny diffusers models for the pipeline prompts
@@ -227,7 +225,8 @@ def test_object_info_matches_our_input_types(comfyui: Server, object_info: dict[
         # The entry our UI-format converter uses in place of a live server must agree with the real one.
         assert live == _plain(object_info_entry(spec) | {"input": expected_inputs}), name
 
-    # Inside ComfyUI our file combos list ComfyUI's input folder (here: the one image put there).
+    # Inside ComfyUI our file combos list ComfyUI's input folder (here: the one image put there), then the
+    # pack's own (the example image the shipped workflows load).
     image_combo = object_info["GenArtLoadImage"]["input"]["required"]["image"]
     assert image_combo[0] == sorted([INPUT_IMAGE, "example.png"]), image_combo
     assert image_combo[1].get("image_upload") is True

@@ -127,6 +127,18 @@ def test_safety_model_listing_shows_folders_once_and_files(paths):
     assert paths.resolve_input("models/vqgan", "a-folder") == (kind / "a-folder").resolve()
 
 
+def test_safety_pack_example_image_is_found_after_the_input_folder(paths):
+    from comfyui_genart.graph.safety import PACK_INPUT_DIR
+
+    shipped = PACK_INPUT_DIR / "example.png"
+    assert shipped.is_file(), "the shipped workflows load input/example.png"
+    assert paths.resolve_input("input", "example.png") == shipped
+    assert paths.list_files("input", (".png",)).count("example.png") == 1
+    Image.new("RGB", (4, 4)).save(paths.input_dir / "example.png")  # the user's own file of that name wins
+    assert paths.resolve_input("input", "example.png") == (paths.input_dir / "example.png").resolve()
+    assert paths.list_files("input", (".png",)).count("example.png") == 1
+
+
 def test_written_files_get_default_permissions(tmp_path):
     # Temp files are created 0600; a saved image or model must not stay private to the writer.
     import stat
