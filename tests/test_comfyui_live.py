@@ -360,7 +360,7 @@ def test_invalid_prompt_gets_comfyui_validation_error(comfyui: Server) -> None:
     _assert_pack_log_clean(comfyui)
 
 
-@pytest.mark.parametrize("name", ["unconditional", "text-to-image", "vq-round-trip"])
+@pytest.mark.parametrize("name", ["unconditional", "text-to-image", "vq-round-trip", "protect-image", "purify-image"])
 def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, tmp_path: Path, name: str) -> None:
     """A shipped workflow (model loaders, sampler, decoders) run by ComfyUI and by our runner."""
     import numpy as np
