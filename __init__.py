@@ -7,5 +7,7 @@ from .graph.comfy import node_class_mappings
 from .nodes import REGISTRY
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = node_class_mappings(REGISTRY)
+# Frontend extension: shows the text nodes report (metrics tables, training summaries) on the node.
+WEB_DIRECTORY = "./web"
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "REGISTRY"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "REGISTRY", "WEB_DIRECTORY"]

@@ -233,6 +233,14 @@ def test_object_info_matches_our_input_types(comfyui: Server, object_info: dict[
     _assert_pack_log_clean(comfyui)
 
 
+def test_frontend_extension_is_served(comfyui: Server) -> None:
+    """ComfyUI serves web/genart.js (WEB_DIRECTORY), the extension that shows reported text on the node."""
+    url = f"/extensions/{PACK_FOLDER}/genart.js"
+    assert url in comfyui.get("/extensions"), comfyui.tail()
+    with urllib.request.urlopen(comfyui.url + url, timeout=30) as resp:
+        assert resp.read() == (REPO / "web" / "genart.js").read_bytes()
+
+
 def test_headless_standins_are_not_registered(object_info: dict[str, Any]) -> None:
     import comfyui_genart
 
@@ -389,6 +397,9 @@ def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, 
         report = Executor(comfyui_genart.REGISTRY, settings).run(prompt)
     finally:
         torch.set_num_threads(threads)
+    for node_id, node in prompt.items():  # the text web/genart.js shows on a report node reaches the browser
+        if node["class_type"] == "GenArtMetricsReport":
+            assert entry["outputs"][node_id]["text"] == report.ui[node_id]["text"], name
     saved = [(node_id, r) for node_id, out in entry["outputs"].items() for r in out.get("images", [])
              if r["type"] == "output"]
     assert saved, f"{name}: ComfyUI saved no image"

@@ -1,0 +1,45 @@
+// Shows the text a GenArt node reports when it runs (a metrics report's table, a training summary) in a
+// read-only box on the node. ComfyUI's own frontend shows an executed message's `text` only for its
+// Preview Any node, so without this the table would reach the browser and never be seen.
+import { app } from "../../scripts/app.js";
+import { ComfyWidgets } from "../../scripts/widgets.js";
+
+export const REPORT_WIDGET = "genart_report";
+
+// The report box of `node`, made on first use. It is display only: never saved in the workflow's
+// widgets_values, never sent as an input in the prompt (both would shift or add inputs).
+function reportWidget(node) {
+  const existing = node.widgets?.find((w) => w.name === REPORT_WIDGET);
+  if (existing) return existing;
+  const widget = ComfyWidgets.STRING(node, REPORT_WIDGET, ["STRING", { multiline: true }], app).widget;
+  widget.serialize = false;
+  widget.options = { ...(widget.options ?? {}), serialize: false };
+  const box = widget.element ?? widget.inputEl;
+  if (box) {
+    box.readOnly = true;
+    // The tables are aligned with spaces.
+    if (box.style) Object.assign(box.style, { fontFamily: "monospace", whiteSpace: "pre", overflowX: "auto" });
+  }
+  return widget;
+}
+
+export function showReport(node, message) {
+  const text = message?.text;
+  if (!Array.isArray(text) || text.length === 0) return;
+  reportWidget(node).value = text.join("\n\n");
+  node.setDirtyCanvas?.(true, true);
+}
+
+export const extension = {
+  name: "GenArt.ShowReport",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!nodeData?.name?.startsWith("GenArt")) return;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      showReport(this, message);
+    };
+  },
+};
+
+app.registerExtension(extension);
