@@ -117,6 +117,38 @@ def test_pack_console_script_installed(tmp_path):
     assert len(list((tmp_path / "genart").glob("*.png"))) == 2
 
 
+def test_pack_installed_wheel_runs_a_shipped_workflow_from_anywhere(tmp_path):
+    """A non-editable install carries what the shipped workflows need (default model, example image,
+    frontend extension, workflows) and finds it beside the installed package."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout to know the shipped files")
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(src)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
+    package = site / "comfyui_genart"
+    for shipped in ("input/example.png", "web/genart.js", "models/vqgan/genart-emoji32/config.json",
+                    "workflows/protect-image.json"):
+        assert (package / shipped).is_file(), shipped
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    code = ("import sys, comfyui_genart.graph.cli as cli; assert cli.__file__.startswith(sys.argv[1]), cli.__file__; "
+            "sys.argv = sys.argv[1:]; sys.exit(cli.main())")
+    proc = subprocess.run([sys.executable, "-c", code, str(site), str(package / "workflows" / "protect-image.json"),
+                           "--quiet"], cwd=work, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((work / "output" / "genart").glob("protect_*.png"))) == 1
+
+
 def test_pack_readme_node_list_and_workflows_are_current():
     for tool in ("node_table.py", "build_workflows.py"):
         proc = subprocess.run([sys.executable, str(REPO / "tools" / tool), "--check"], capture_output=True, text=True)
