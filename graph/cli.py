@@ -12,11 +12,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import NodeExecutionError, WorkflowInvalid
 from .safety import UnsafePathError
 from .workflow_io import WorkflowFileError, apply_overrides, load_workflow
+
+if TYPE_CHECKING:
+    from .context import RunSettings
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INVALID = 0, 1, 2
 
@@ -180,11 +183,24 @@ def run_main(argv: list[str]) -> int:
     _write_report(args.report, report.to_json())
     ran = len(report.ran)
     print(f"ran {ran} node(s), {len(report.nodes) - ran} from cache, in {report.seconds:.2f} s", file=sys.stderr)
-    for ui in report.ui.values():
-        for image in ui.get("images", []):
-            root = settings.paths.output_dir if image["type"] == "output" else settings.paths.temp_dir
-            print(root / image["subfolder"] / image["filename"])
+    _print_ui(report.ui, prompt, settings)
     return EXIT_OK
+
+
+# UI entries that name files a node wrote (ComfyUI's {"filename", "subfolder", "type"} records).
+FILE_ENTRIES = ("images", "files", "codes", "models")
+
+
+def _print_ui(ui_by_node: dict[str, dict[str, Any]], prompt: dict[str, Any], settings: RunSettings) -> None:
+    """What ComfyUI would show: each written file's path on stdout (for scripts), each text a node reported
+    (metric tables, training summaries) on stderr under the node's name."""
+    for node_id, ui in ui_by_node.items():
+        for text in ui.get("text", []):
+            print(f"node {node_id} ({prompt[node_id]['class_type']}):\n{text}", file=sys.stderr)
+        for kind in FILE_ENTRIES:
+            for entry in ui.get(kind, []):
+                root = settings.paths.output_dir if entry["type"] == "output" else settings.paths.temp_dir
+                print(root / entry["subfolder"] / entry["filename"])
 
 
 def main(argv: list[str] | None = None) -> int:

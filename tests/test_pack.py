@@ -107,6 +107,21 @@ def test_pack_cli_runtime_failure_exit_code_1(tmp_path):
     assert "node 2 (GenArtCropImage) failed" in proc.stderr and "does not fit the 32x32 image" in proc.stderr
 
 
+def test_pack_cli_prints_written_files_and_reported_text(tmp_path):
+    """Headless, as ComfyUI would show it: a metrics report's table on stderr, every file written on stdout."""
+    prompt = {"1": {"class_type": "GenArtLoadImage", "inputs": {"image": "example.png"}},
+              "2": {"class_type": "GenArtMeasurePSNR", "inputs": {"image_a": ["1", 0], "image_b": ["1", 0],
+                                                                 "label": "same image"}},
+              "3": {"class_type": "GenArtMetricsReport", "inputs": {"metrics_1": ["2", 0], "filename_prefix": "r/x"}}}
+    wf = tmp_path / "report.json"
+    wf.write_text(json.dumps(prompt))
+    out = tmp_path / "out"
+    proc = run_cli([str(wf), "--output-dir", str(out), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(out / "r" / "x_00001_.json"), str(out / "r" / "x_00001_.csv")]
+    assert "node 3 (GenArtMetricsReport):\nlabel " in proc.stderr and "same image" in proc.stderr
+
+
 def test_pack_console_script_installed(tmp_path):
     script = shutil.which("genart", path=str(Path(sys.executable).parent))
     if script is None:
