@@ -151,8 +151,16 @@ class DiskCache:
             return False
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".tmp-{key}-{os.getpid()}.safetensors"
-        save_file({k: t.detach().contiguous().cpu() for k, t in tensors.items()}, str(tmp),
-                  metadata={"genart_layout": json.dumps(layout)})
+        # safetensors refuses tensors that share memory (a latent output twice, a view of another output).
+        stored: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
+        for name, t in tensors.items():
+            t = t.detach().contiguous().cpu()
+            if t.untyped_storage().data_ptr() in seen:
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+            stored[name] = t
+        save_file(stored, str(tmp), metadata={"genart_layout": json.dumps(layout)})
         os.replace(tmp, self._path(key))
         return True
 

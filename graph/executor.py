@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
 import resource
 import sys
@@ -152,6 +153,9 @@ class Executor:
         self.settings = settings or RunSettings()
         self.cache = cache
         self.disk_cache = disk_cache
+        # Files in the persistent cache outlive this process: what a node computes also depends on the run's
+        # dtype and device kind (loaders set to "auto" follow them) and on torch, so they join its key.
+        self._disk_salt = f"{self.settings.dtype}|{self.settings.device.type}|torch {torch.__version__}"
         self._plans: dict[str, tuple[Plan, dict[str, str | None], dict[str, str]]] = {}
         # Process peak RSS, re-read only after nodes that ran over a millisecond (reading costs ~1 us).
         self._peak_rss = _process_peak_rss()
@@ -305,7 +309,7 @@ class Executor:
             found = self.cache.get(key) if key and self.cache is not None else None
             status = "cached"
             if found is None and key and self.disk_cache is not None and pn.spec.persist_outputs:
-                stored = self.disk_cache.get(key, self.settings.device)
+                stored = self.disk_cache.get(self._disk_key(key), self.settings.device)
                 found, status = ((stored, {}), "disk") if stored is not None else (None, status)
             if found is None:
                 stack.extend(src for src, _ in pn.links.values())
@@ -321,7 +325,10 @@ class Executor:
         if self.cache is not None:
             self.cache.put(key, result, nbytes(result[0]))
         if self.disk_cache is not None and pn.spec.persist_outputs:
-            self.disk_cache.put(key, result[0])
+            self.disk_cache.put(self._disk_key(key), result[0])
+
+    def _disk_key(self, key: str) -> str:
+        return hashlib.sha256(f"{self._disk_salt}\x00{key}".encode()).hexdigest()
 
     def _run_node(self, pn: PlannedNode, values: dict[str, tuple[Any, ...]], prompt: dict[str, Any],
                   workflow: dict[str, Any] | None, cuda: bool) -> tuple[NodeResult, int]:

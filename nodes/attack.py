@@ -203,6 +203,7 @@ class AttackEncoderPGD(Node):
     CLASS_TYPE = "GenArtAttackEncoderPGD"
     CATEGORY = "GenArt/attack"
     NEEDS_GRAD = True
+    PERSIST_OUTPUTS = True  # minutes of work on big images: --cache-dir keeps it
 
     Outputs = AttackOutputs
 
@@ -282,6 +283,7 @@ class AttackDiffusionPGD(Node):
     CLASS_TYPE = "GenArtAttackDiffusionPGD"
     CATEGORY = "GenArt/attack"
     NEEDS_GRAD = True
+    PERSIST_OUTPUTS = True  # minutes of work on big images: --cache-dir keeps it
 
     Outputs = AttackOutputs
 

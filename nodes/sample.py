@@ -35,6 +35,7 @@ class SampleLatent(Node):
 
     CLASS_TYPE = "GenArtSampleLatent"
     CATEGORY = "GenArt/sample"
+    PERSIST_OUTPUTS = True  # minutes of work on big images: --cache-dir keeps it
 
     class Outputs(NodeOutputs):
         latent: Latent = Field(

@@ -196,3 +196,44 @@ def test_cache_nbytes_counts_tensors_inside_objects_once(pack):
     state = State(sample=t, history=[torch.zeros(5), t])  # t is shared: counted once
     module = torch.nn.Linear(3, 2)  # 8 parameters = 32 bytes
     assert nbytes(({"samples": torch.zeros(4), "state": state}, module, 3, "x")) == 16 + 40 + 20 + 32
+
+
+def test_cache_persistent_cache_keeps_attacks_and_samplers_per_dtype(pack, paths, tmp_path):
+    """--cache-dir on the library's expensive nodes: an attack and a sampler (whose latent and trajectory
+    share memory) are read back bit for bit by a new executor; another dtype does not reuse them."""
+    from comfyui_genart.graph.cache import DiskCache
+    from comfyui_genart.graph.context import RunSettings
+    from comfyui_genart.graph.executor import Executor
+
+    shipped = {"model_name": "genart-emoji32", "device": "auto", "dtype": "auto"}
+    prompt = {
+        "1": {"class_type": "GenArtLoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "GenArtLoadVQModel", "inputs": shipped},
+        "3": {"class_type": "GenArtLoadDenoiser", "inputs": {**shipped, "latent_scale": 0.87034}},
+        "4": {"class_type": "GenArtLoadScheduler", "inputs": {"kind": "DDIM", "beta_schedule": "squaredcos_cap_v2",
+                                                              "prediction_type": "v_prediction"}},
+        "5": {"class_type": "GenArtAttackEncoderPGD", "inputs": {"image": ["1", 0], "vqmodel": ["2", 0], "steps": 3}},
+        "6": {"class_type": "GenArtEncodeVQ", "inputs": {"vqmodel": ["2", 0], "image": ["5", 0]}},
+        "7": {"class_type": "GenArtSampleLatent", "inputs": {"denoiser": ["3", 0], "scheduler": ["4", 0],
+                                                             "latent": ["6", 0], "steps": 4, "denoise": 0.5,
+                                                             "return_trajectory_every": 1}},
+        "8": {"class_type": "GenArtDecodeVQ", "inputs": {"vqmodel": ["2", 0], "latent": ["7", 0]}},
+        "9": {"class_type": "GenArtPreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+
+    def run(dtype: torch.dtype):
+        settings = RunSettings(paths=paths, dtype=dtype)
+        ex = Executor(pack.REGISTRY, settings, cache=None, disk_cache=DiskCache(tmp_path / "cache"))
+        report = ex.run(prompt)
+        status = {n.node_id: n.status for n in report.nodes}
+        (saved,) = report.ui["9"]["images"]
+        return status, (paths.temp_dir / saved["subfolder"] / saved["filename"]).read_bytes()
+
+    first, image = run(torch.float32)
+    assert first["5"] == first["7"] == "ran"
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+    again, image_again = run(torch.float32)
+    assert again["7"] == "disk" and "5" not in again, "the sampler's stored output stands in for the attack too"
+    assert image_again == image
+    other, _ = run(torch.bfloat16)
+    assert other["5"] == other["7"] == "ran", "a bfloat16 run must not reuse float32 results"
