@@ -310,12 +310,15 @@ def describe_validation_error(err: ValidationError) -> tuple[str, str, dict[str,
     ctx = e.get("ctx", {})
     kind = e["type"]
     value = e.get("input")
-    if kind in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
-        return "value_smaller_than_min", f"Value {value} smaller than min of {bound}", {"min": bound}
-    if kind in ("less_than_equal", "less_than"):
-        bound = ctx.get("le", ctx.get("lt"))
-        return "value_bigger_than_max", f"Value {value} bigger than max of {bound}", {"max": bound}
+    # ComfyUI's wording for inclusive bounds; an exclusive one says so (0 is not "smaller than min of 0").
+    if kind == "greater_than_equal":
+        return "value_smaller_than_min", f"Value {value} smaller than min of {ctx['ge']}", {"min": ctx["ge"]}
+    if kind == "greater_than":
+        return "value_smaller_than_min", f"Value {value} must be greater than {ctx['gt']}", {"min": ctx["gt"]}
+    if kind == "less_than_equal":
+        return "value_bigger_than_max", f"Value {value} bigger than max of {ctx['le']}", {"max": ctx["le"]}
+    if kind == "less_than":
+        return "value_bigger_than_max", f"Value {value} must be less than {ctx['lt']}", {"max": ctx["lt"]}
     if kind == "literal_error":
         return "value_not_in_list", f"Value not in list: {value!r} not in {ctx.get('expected')}", {}
     return "invalid_input_type", f"Failed to convert an input value to the expected type: {e['msg']}", {}

@@ -146,3 +146,18 @@ def test_validate_cli_exit_code_2_and_report(tmp_path):
     body = json.loads(report.read_text())
     assert body["node_errors"]["1"]["errors"][0]["type"] == "value_smaller_than_min"
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_exclusive_bounds_say_they_are_exclusive():
+    from pydantic import BaseModel, Field, ValidationError
+
+    from comfyui_genart.graph.spec import describe_validation_error
+
+    class Betas(BaseModel):
+        beta: float = Field(0.5, gt=0.0, lt=1.0)
+
+    for value, kind, message in ((0.0, "value_smaller_than_min", "Value 0.0 must be greater than 0.0"),
+                                 (1.0, "value_bigger_than_max", "Value 1.0 must be less than 1.0")):
+        with pytest.raises(ValidationError) as err:
+            Betas(beta=value)
+        assert describe_validation_error(err.value)[:2] == (kind, message)
