@@ -343,8 +343,9 @@ class LoadDenoiser(Node):
 
     model_name: Annotated[str, _model_file("unet")] = Field(description=MODEL_HELP.format(kind="unet"))
     latent_scale: Annotated[float, Widget(step=0.00001)] = Field(
-        1.0, gt=0.0, le=100.0, description="factor between raw LATENTs and what the UNet was trained on "
-        "(the VAE's scaling_factor: 0.18215 for SD 1.x; 1.0 for a denoiser trained on raw latents)")
+        0.0, ge=0.0, le=100.0, description="factor between raw LATENTs and what the UNet was trained on (the "
+        "VAE's scaling_factor: 0.18215 for SD 1.x). 0 = auto: what the model folder records (genart_training.json "
+        "of a UNet trained here, a pipeline folder's vae/ or vqvae/ scaling_factor), else 1.0")
     device: DeviceChoice = Field("auto", description=DEVICE_HELP)
     dtype: DtypeChoice = Field("auto", description=DTYPE_HELP)
 
@@ -356,15 +357,15 @@ class LoadDenoiser(Node):
         path = model_path(ctx, "unet", self.model_name, "model_name")
         source = find_model(path, self.model_name, "model_name", UNET_CLASSES, self.CLASS_TYPE)
         model = load_model(source, self.model_name, resolve_device(self.device, ctx), resolve_dtype(self.dtype, ctx))
-        return self.Outputs(denoiser=DenoiserHandle(model, self.latent_scale, source=f"unet/{self.model_name}",
+        scale = self.latent_scale or trained_latent_scale(path) or 1.0
+        return self.Outputs(denoiser=DenoiserHandle(model, scale, source=f"unet/{self.model_name}",
                                                     prediction_type=trained_prediction_type(path)))
 
 
-def trained_prediction_type(path: Path) -> str | None:
-    """What a UNet folder says it predicts: genart_training.json (written by GenArt training), or for a
-    diffusers pipeline folder its scheduler's config, as the pipelines themselves read it. None if neither."""
-    for record, keys in ((path / TRAINING_FILE, ("config", "prediction_type")),
-                         (path / "scheduler" / "scheduler_config.json", ("prediction_type",))):
+def _recorded(path: Path, places: tuple[tuple[str, tuple[str, ...]], ...], kind: type) -> Any:
+    """The first value of type `kind` found at `keys` in one of the JSON files (relative to `path`)."""
+    for file, keys in places:
+        record = path / file
         if record.is_file():
             try:
                 value: Any = json.loads(record.read_text())
@@ -372,9 +373,24 @@ def trained_prediction_type(path: Path) -> str | None:
                     value = value.get(key)
             except (OSError, ValueError, AttributeError):
                 continue
-            if isinstance(value, str):
+            if isinstance(value, kind) and not isinstance(value, bool):
                 return value
     return None
+
+
+def trained_prediction_type(path: Path) -> str | None:
+    """What a UNet folder says it predicts: genart_training.json (written by GenArt training), or for a
+    diffusers pipeline folder its scheduler's config, as the pipelines themselves read it. None if neither."""
+    return _recorded(path, ((TRAINING_FILE, ("config", "prediction_type")),
+                            ("scheduler/scheduler_config.json", ("prediction_type",))), str)
+
+
+def trained_latent_scale(path: Path) -> float | None:
+    """The latent scale a UNet folder records: genart_training.json, or for a diffusers pipeline folder its
+    autoencoder's scaling_factor (vae/ or vqvae/), as the pipelines read it. None if none does."""
+    value = _recorded(path, ((TRAINING_FILE, ("latent_scale",)), ("vae/config.json", ("scaling_factor",)),
+                             ("vqvae/config.json", ("scaling_factor",))), (int, float))
+    return float(value) if value else None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -228,6 +228,26 @@ def test_models_denoiser_knows_its_prediction_type_where_its_folder_says(mpaths,
     assert handle.prediction_type == "v_prediction"  # from the pipeline's scheduler, as diffusers reads it
 
 
+def test_models_denoiser_latent_scale_auto_reads_what_the_folder_records(mpaths, tiny_dir):
+    from conftest import REPO
+
+    recorded = json.loads((REPO / "models" / "unet" / "genart-emoji32" / "genart_training.json").read_text())
+    (shipped,) = run_node(mpaths, "GenArtLoadDenoiser", model_name="genart-emoji32", latent_scale=0.0)
+    assert shipped.latent_scale == recorded["latent_scale"]  # genart_training.json
+    (typed,) = run_node(mpaths, "GenArtLoadDenoiser", model_name="genart-emoji32", latent_scale=0.5)
+    assert typed.latent_scale == 0.5, "a value typed in wins"
+    pipe = mpaths.models_dirs[0] / "unet" / "ldm-pipe"
+    shutil.copytree(tiny_dir / "unet" / "tiny-unet", pipe / "unet")
+    (pipe / "vqvae").mkdir()
+    (pipe / "vqvae" / "config.json").write_text(json.dumps({"_class_name": "VQModel", "scaling_factor": 0.25}))
+    (pipe / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DModel"],
+                                                       "vqvae": ["diffusers", "VQModel"]}))
+    (handle,) = run_node(mpaths, "GenArtLoadDenoiser", model_name="ldm-pipe")
+    assert handle.latent_scale == 0.25  # the pipeline's autoencoder, as diffusers' pipelines read it
+    (bare,) = run_node(mpaths, "GenArtLoadDenoiser", model_name="tiny-unet")
+    assert bare.latent_scale == 1.0, "nothing recorded: raw latents"
+
+
 def test_models_pipeline_folder_gives_its_component(mpaths, tiny_dir):
     pipe = mpaths.models_dirs[0] / "vae" / "pipe"
     shutil.copytree(tiny_dir / "vae" / "tiny-kl", pipe / "vae")
