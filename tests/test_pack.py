@@ -164,6 +164,20 @@ def test_pack_installed_wheel_runs_a_shipped_workflow_from_anywhere(tmp_path):
     assert len(list((work / "output" / "genart").glob("protect_*.png"))) == 1
 
 
+def test_pack_readme_python_example_runs(tmp_path):
+    """The README's "From Python" block, run as written (its relative paths resolved in a scratch folder)."""
+    import re
+
+    code = re.search(r"## From Python\n\n```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    (tmp_path / "workflows" / "api").mkdir(parents=True)
+    shutil.copy(REPO / "workflows" / "api" / "image-utilities.json", tmp_path / "workflows" / "api")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert "'filename': 'image-utilities_00001_.png'" in proc.stdout
+    assert (tmp_path / "output" / "genart" / "image-utilities_00001_.png").is_file()
+
+
 def test_pack_readme_node_list_and_workflows_are_current():
     for tool in ("node_table.py", "build_workflows.py"):
         proc = subprocess.run([sys.executable, str(REPO / "tools" / tool), "--check"], capture_output=True, text=True)

@@ -1,6 +1,6 @@
 """Build the emoji training set of the default model: Noto Color Emoji rendered at 32x32, with groups.
 
-    python tools/build_emoji_dataset.py /work/data/emoji32            # downloads the Debian package
+    python tools/build_emoji_dataset.py input/emoji32                 # downloads the Debian package
     python tools/build_emoji_dataset.py OUT --font NotoColorEmoji.ttf   # or use a font file you have
 
 Source: Debian's `fonts-noto-color-emoji` (images Apache-2.0), fetched with `apt-get download` and
@@ -131,7 +131,7 @@ def build(out: Path, font_path: Path, res: int) -> dict[str, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("out", type=Path, help="folder to write (outside git), e.g. /work/data/emoji32")
+    parser.add_argument("out", type=Path, help="folder to write (outside git), e.g. input/emoji32")
     parser.add_argument("--font", type=Path, help="NotoColorEmoji.ttf to use instead of downloading the package")
     parser.add_argument("--resolution", type=int, default=32, help="output size in pixels (default 32)")
     args = parser.parse_args()

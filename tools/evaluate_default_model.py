@@ -1,7 +1,7 @@
 """Reproduce the default model's figures (models/MODEL_CARD.md) in one command.
 
     python tools/evaluate_default_model.py --data input/emoji32            # data: tools/build_emoji_dataset.py
-    python tools/evaluate_default_model.py --data /work/data/emoji32 --json out.json --grid samples.png
+    python tools/evaluate_default_model.py --data input/emoji32 --json out.json --grid samples.png
 
 On the held-out split (by emoji group, as the training workflows make it):
 - VQGAN: reconstruction PSNR and SSIM (means over images), codebook usage (distinct codes / codebook size);
