@@ -39,7 +39,8 @@ class UnknownNodeTypeError(UIConversionError):
     def __init__(self, nodes: list[tuple[str, str]]) -> None:
         self.class_types = sorted({class_type for _, class_type in nodes})
         listed = ", ".join(f"node {node_id} ({class_type})" for node_id, class_type in nodes)
-        super().__init__(f"unknown node types (not in object_info): {listed}")
+        super().__init__(f"unknown node types: {listed} (not in this pack, its headless stand-ins or an "
+                         "--object-info given: a custom node pack that is not installed, or a newer ComfyUI's node)")
 
 
 def is_ui_workflow(data: object) -> bool:

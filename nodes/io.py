@@ -68,7 +68,8 @@ def check_image_file(constants: dict[str, Any], ctx: RunContext, name: str = "im
     """The file exists, is an image, and is within the pixel limit (its header is read, not its pixels)."""
     path = ctx.paths.resolve_input("input", constants[name])
     if not path.is_file():
-        return [(name, f"Invalid image file: {constants[name]!r} not found in {ctx.paths.input_dir}")]
+        roots = ", ".join(str(r) for r in ctx.paths.roots("input"))
+        return [(name, f"Invalid image file: {constants[name]!r} not found in {roots}")]
     try:
         with PILImage.open(path) as im:
             w, h = im.size

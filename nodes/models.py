@@ -152,8 +152,12 @@ def model_path(ctx: RunContext, kind: str, name: str, input_name: str) -> Path:
     path = ctx.paths.resolve_input(f"models/{kind}", name)
     if not path.exists():
         roots = ", ".join(str(r) for r in ctx.paths.roots(f"models/{kind}"))
+        there = ctx.paths.list_files(f"models/{kind}", (".safetensors",), folders=True)
+        listed = ", ".join(there[:12]) + (f" and {len(there) - 12} more" if len(there) > 12 else "")
+        hint = (" (the tiny-* test models: `python tests/tiny_models.py DIR` writes them, then --models-dir DIR)"
+                if name.startswith("tiny-") else "")
         raise ModelLoadError(f"{input_name} {name!r} was not found in the {kind} model folders ({roots}); "
-                             "pick one that exists there")
+                             f"there: {listed or 'nothing yet'}{hint}")
     return path
 
 

@@ -677,6 +677,9 @@ def test_models_missing_model_is_a_validation_error(mpaths):
     assert name == "model_name"
     assert "model_name 'nope' was not found in the vqgan model folders" in message
     assert str(mpaths.models_dirs[0] / "vqgan") in message
+    assert "there: " in message and "genart-emoji32" in message, "the error lists the models that do exist"
+    [(_, tiny)] = validation_errors(mpaths, "GenArtLoadVQModel", model_name="tiny-nope")
+    assert "python tests/tiny_models.py DIR" in tiny
 
 
 def test_models_wrong_class_names_the_right_loader(mpaths, tiny_dir):

@@ -134,6 +134,11 @@ def test_safety_pack_example_image_is_found_after_the_input_folder(paths):
     assert shipped.is_file(), "the shipped workflows load input/example.png"
     assert paths.resolve_input("input", "example.png") == shipped
     assert paths.list_files("input", (".png",)).count("example.png") == 1
+    from comfyui_genart.graph.context import RunContext, RunSettings
+    from comfyui_genart.nodes.io import check_image_file
+
+    [(_, missing)] = check_image_file({"image": "nope.png"}, RunContext(RunSettings(paths=paths)))
+    assert f"not found in {paths.input_dir}, {PACK_INPUT_DIR}" in missing, "both folders searched are named"
     Image.new("RGB", (4, 4)).save(paths.input_dir / "example.png")  # the user's own file of that name wins
     assert paths.resolve_input("input", "example.png") == (paths.input_dir / "example.png").resolve()
     assert paths.list_files("input", (".png",)).count("example.png") == 1
