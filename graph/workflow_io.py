@@ -37,6 +37,8 @@ def load_workflow(path: Path,
         if prompt is None:
             prompt = ui_to_api(workflow, object_info)  # type: ignore[arg-type]
         return prompt, workflow
+    if path.suffix.lower() == ".png":
+        raise WorkflowFileError(f"{path} is named .png but is not a PNG file (its first bytes are {magic!r})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

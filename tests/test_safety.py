@@ -112,6 +112,10 @@ def test_safety_workflow_loading_parses_json_only(tmp_path, pack):
     listed.write_text(json.dumps([1, 2]))
     with pytest.raises(WorkflowFileError, match="JSON object"):
         load_workflow(listed, {})
+    fake = tmp_path / "image.png"
+    fake.write_text("{}")
+    with pytest.raises(WorkflowFileError, match=r"named \.png but is not a PNG file"):
+        load_workflow(fake, {})
 
 
 def test_safety_model_listing_shows_folders_once_and_files(paths):
