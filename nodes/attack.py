@@ -55,8 +55,9 @@ MASK_DESCRIPTION = ("where the image may change, [B or 1, H, W] in [0, 1] (1 = p
 DEFENSE_DESCRIPTION = ("a defense (the 'defense' output of a GenArt Defend node) to attack through: the loss "
                        "is computed on the defended image (adaptive attack). None = attack the model directly")
 GRADIENT_DESCRIPTION = ("how the gradient crosses 'defense': 'bpda' (straight-through: the defense's output, "
-                        "the identity's gradient; for JPEG, median, bit depth, DiffPure, votes) or 'exact' "
-                        "(autograd through it; differentiable defenses only)")
+                        "the identity's gradient; for JPEG, median, bit depth, votes) or 'exact' (autograd through "
+                        "it: blur, DiffPure (through the whole purification or img2img edit: PhotoGuard's diffusion "
+                        "attack; slower, each step runs it), smoothing without a model)")
 
 
 def _mask_nchw(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:

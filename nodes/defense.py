@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -20,7 +20,7 @@ from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_STEPS
 from ..graph.types import Image, Socket, check_image
-from .attack_core import decode_latents, encode_images, is_vq
+from .attack_core import decode_latents, encode_images, grad_ready, is_vq
 from .denoise import begin_denoising, prepare_guidance
 from .handles import (
     Autoencoder,
@@ -363,9 +363,14 @@ class DefendDiffPure(Node):
         t_star, steps = self.t_star, self.steps
 
         def apply(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-            return diffpure(x, model, denoiser, scheduler, t_star, steps, _draw_seed(g), conditioning)
+            if not torch.is_grad_enabled():
+                return diffpure(x, model, denoiser, scheduler, t_star, steps, _draw_seed(g), conditioning)
+            # An attack differentiates through the purification (PhotoGuard's diffusion attack: through the
+            # whole edit): copies of the weights autograd can save; VQ quantization passes the gradient straight.
+            ready = replace(denoiser, model=grad_ready(denoiser.model))
+            return diffpure(x, grad_ready(model), ready, scheduler, t_star, steps, _draw_seed(g), conditioning)
 
-        transform = DefenseTransform("diffpure", apply, differentiable=False, randomized=True,
+        transform = DefenseTransform("diffpure", apply, differentiable=True, randomized=True,
                                      params={"t_star": t_star, "steps": steps})
         images = to_nchw(self.image)
         with ctx.progress(max(int(steps * t_star), 1)) as bar:
