@@ -774,7 +774,8 @@ class LoadSD15Checkpoint(Node):
         source = f"checkpoints/{self.ckpt_name}"
         return self.Outputs(
             autoencoder=AutoencoderHandle(m.vae, source=source),
-            denoiser=DenoiserHandle(m.unet, float(m.vae.config.scaling_factor), source=source),
+            denoiser=DenoiserHandle(m.unet, float(m.vae.config.scaling_factor), source=source,
+                                    prediction_type=m.scheduler.config.get("prediction_type")),
             text_encoder=TextEncoderHandle(m.tokenizer, m.text_encoder, source=source),
             scheduler=m.scheduler)
 

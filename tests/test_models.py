@@ -523,6 +523,7 @@ def test_models_sd15_checkpoint_loads_offline_and_matches_diffusers(sd_paths, ti
     assert_same_weights(tiny_sd["clip"], text_encoder.text_encoder)
     assert_close_outputs(tiny_sd, vae, denoiser, text_encoder)
     assert denoiser.latent_scale == 0.18215 and denoiser.source == f"checkpoints/{name}"
+    assert denoiser.prediction_type == "epsilon", "SD 1.x predicts noise: a v-prediction scheduler is refused"
     assert scheduler.class_name == "PNDMScheduler" and scheduler.config["steps_offset"] == 1
     for model in (vae.model, denoiser.model, text_encoder.text_encoder):
         assert not model.training and not any(p.requires_grad or p.is_inference() for p in model.parameters())
