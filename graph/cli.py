@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import NodeExecutionError, WorkflowInvalid
 from .safety import UnsafePathError
-from .workflow_io import WorkflowFileError, apply_overrides, load_workflow
+from .workflow_io import WorkflowFileError, apply_overrides, load_workflow, sweep_overrides
 
 if TYPE_CHECKING:
     from .context import RunSettings
@@ -42,6 +42,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.INPUT=VALUE",
                    help="override an input, e.g. --set 3.seed=42 --set 5.filename_prefix=run1 (VALUE is JSON "
                         "or a plain string); repeatable")
+    p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="ID.INPUT=[V1,V2,...]",
+                   help="run once per value, e.g. --sweep 5.seed=[0,1,2]; several sweeps run every combination; "
+                        "unchanged upstream nodes (model loaders) run once; all runs are validated first")
     p.add_argument("--output-dir", type=Path, default=Path("output"), help="where saved images go (default ./output)")
     p.add_argument("--input-dir", type=Path, default=Path("input"),
                    help="where input files are looked up (default ./input)")
@@ -146,7 +149,7 @@ def _write_report(path: Path | None, data: dict[str, Any]) -> None:
 
 
 def run_main(argv: list[str]) -> int:
-    from .cache import DiskCache
+    from .cache import DiskCache, OutputCache
     from .executor import Executor
     from .ui_format import UIConversionError
 
@@ -158,32 +161,45 @@ def run_main(argv: list[str]) -> int:
     if args.workflow is None:
         parser.print_usage(sys.stderr)
         return _fail("give a WORKFLOW file (or --list-nodes)", EXIT_INVALID)
+    runs: list[tuple[list[str], dict[str, Any], Any]] = []  # (sweep overrides, prompt, plan) per run
+    run_name = ""
     try:
         settings = _settings(args)
         prompt, workflow = load_workflow(args.workflow, _object_info([]))
-        prompt = apply_overrides(prompt, args.overrides)
-        executor = Executor(_registry(), settings, cache=None,
+        combos = sweep_overrides(args.sweeps)
+        # A sweep keeps outputs in memory between its runs, so what a value does not change runs once.
+        executor = Executor(_registry(), settings, cache=OutputCache() if len(combos) > 1 else None,
                             disk_cache=DiskCache(args.cache_dir) if args.cache_dir else None)
-        plan = executor.validate(prompt)
+        for combo in combos:  # every run is checked before any runs
+            run_name = f" (run with {' '.join(combo)})" if combo else ""
+            run_prompt = apply_overrides(prompt, [*args.overrides, *combo])
+            runs.append((combo, run_prompt, executor.validate(run_prompt)))
     except WorkflowInvalid as err:
         _write_report(args.report, err.to_json())
-        return _fail(f"invalid workflow {args.workflow}:\n{err.summary()}", EXIT_INVALID)
+        return _fail(f"invalid workflow {args.workflow}{run_name}:\n{err.summary()}", EXIT_INVALID)
     except (WorkflowFileError, UIConversionError, UnsafePathError) as err:
         return _fail(str(err), EXIT_INVALID)
     if args.validate_only:
-        print(f"{args.workflow}: valid; {len(plan.order)} node(s) would run")
+        planned = " + ".join(str(len(plan.order)) for _, _, plan in runs)
+        sweep = f" in {len(runs)} runs" if len(runs) > 1 else ""
+        print(f"{args.workflow}: valid; {planned} node(s) would run{sweep}")
         return EXIT_OK
-    try:
-        report = executor.run(prompt, workflow, plan=plan)
-    except NodeExecutionError as err:
-        _write_report(args.report, {"error": err.to_json()})
-        return _fail(str(err), EXIT_RUNTIME)
-    except KeyboardInterrupt:
-        return _fail("interrupted; no partial outputs were kept", EXIT_RUNTIME)
-    _write_report(args.report, report.to_json())
-    ran = len(report.ran)
-    print(f"ran {ran} node(s), {len(report.nodes) - ran} from cache, in {report.seconds:.2f} s", file=sys.stderr)
-    _print_ui(report.ui, prompt, settings)
+    reports = []
+    for number, (combo, run_prompt, plan) in enumerate(runs, 1):
+        if combo:
+            print(f"run {number}/{len(runs)}: {' '.join(combo)}", file=sys.stderr)
+        try:
+            report = executor.run(run_prompt, workflow, plan=plan)
+        except NodeExecutionError as err:
+            _write_report(args.report, {"error": err.to_json()})
+            return _fail(str(err), EXIT_RUNTIME)
+        except KeyboardInterrupt:
+            return _fail("interrupted; no partial outputs were kept", EXIT_RUNTIME)
+        reports.append({"overrides": combo, **report.to_json()} if combo else report.to_json())
+        ran = len(report.ran)
+        print(f"ran {ran} node(s), {len(report.nodes) - ran} from cache, in {report.seconds:.2f} s", file=sys.stderr)
+        _print_ui(report.ui, run_prompt, settings)
+    _write_report(args.report, {"runs": reports} if args.sweeps else reports[0])
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ Loading parses JSON only: nothing in a workflow file is executed or unpickled.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +53,33 @@ def load_workflow(path: Path,
         extra = data.get("extra_data", {}).get("extra_pnginfo", {}) if isinstance(data.get("extra_data"), dict) else {}
         return data["prompt"], extra.get("workflow") if isinstance(extra, dict) else None
     return data, None
+
+
+# A sweep runs the workflow once per combination of values: bounded before anything runs.
+MAX_SWEEP_RUNS = 256
+
+
+def sweep_overrides(sweeps: list[str]) -> list[list[str]]:
+    """`ID.INPUT=[v1, v2, ...]` items -> one list of `ID.INPUT=v` overrides per run, every combination
+    (the first item varies slowest). No sweeps: one run with no overrides."""
+    axes: list[list[str]] = []
+    for item in sweeps:
+        target, sep, raw = item.partition("=")
+        try:
+            values = json.loads(raw) if sep else None
+        except json.JSONDecodeError:
+            values = None
+        if not isinstance(values, list) or not values:
+            raise WorkflowFileError(f"--sweep {item!r}: expected ID.INPUT=[VALUE, ...], a non-empty JSON list, "
+                                    "for example --sweep 5.seed=[0,1,2]")
+        axes.append([f"{target}={json.dumps(v)}" for v in values])
+    runs = 1
+    for axis in axes:
+        runs *= len(axis)
+    if runs > MAX_SWEEP_RUNS:
+        raise WorkflowFileError(f"--sweep makes {runs} runs, more than the limit of {MAX_SWEEP_RUNS}; sweep fewer "
+                                "values or split it into several commands")
+    return [list(combo) for combo in itertools.product(*axes)]
 
 
 def apply_overrides(prompt: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

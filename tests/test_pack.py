@@ -122,6 +122,37 @@ def test_pack_cli_prints_written_files_and_reported_text(tmp_path):
     assert "node 3 (GenArtMetricsReport):\nlabel " in proc.stderr and "same image" in proc.stderr
 
 
+def test_pack_cli_sweep_runs_every_value_reusing_what_does_not_change(tmp_path, pack):
+    from comfyui_genart.graph.pngmeta import read_workflow_from_png
+
+    out = tmp_path / "out"
+    small = ["--set", "4.batch_size=1", "--set", "5.steps=2", "--output-dir", str(out), "--quiet"]
+    proc = run_cli(["workflows/generate.json", *small, "--sweep", "5.seed=[3,4]", "--report", str(tmp_path / "r.json")])
+    assert proc.returncode == 0, proc.stderr
+    saved = [Path(line) for line in proc.stdout.splitlines()]
+    assert [p.name for p in saved] == ["emoji_00001_.png", "emoji_00002_.png"]
+    assert "run 2/2: 5.seed=4" in proc.stderr
+    assert saved[0].read_bytes() != saved[1].read_bytes()
+    assert [read_workflow_from_png(p)[0]["5"]["inputs"]["seed"] for p in saved] == [3, 4], "each PNG re-runs its own"
+    runs = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert [r["overrides"] for r in runs] == [["5.seed=3"], ["5.seed=4"]]
+    second = {n["node_id"]: n["status"] for n in runs[1]["nodes"]}
+    assert second["1"] == second["2"] == second["3"] == "cached", "the model loaders ran once"
+    assert second["5"] == "ran"
+
+
+def test_pack_cli_sweep_is_checked_before_anything_runs(tmp_path):
+    out = tmp_path / "out"
+    base = ["workflows/generate.json", "--set", "4.batch_size=1", "--set", "5.steps=2", "--output-dir", str(out)]
+    proc = run_cli([*base, "--sweep", "5.steps=[2,5000]"])
+    assert proc.returncode == 2 and "(run with 5.steps=5000)" in proc.stderr and "bigger than max" in proc.stderr
+    assert not out.exists(), "an invalid run in a sweep stops the whole sweep before the first run"
+    for bad, why in (("5.seed=3", "a non-empty JSON list"), ("5.seed=[]", "a non-empty JSON list"),
+                     ("5.seed=" + json.dumps(list(range(300))), "more than the limit of 256")):
+        proc = run_cli([*base, "--sweep", bad])
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+
+
 def test_pack_console_script_installed(tmp_path):
     script = shutil.which("genart", path=str(Path(sys.executable).parent))
     if script is None:
