@@ -241,6 +241,34 @@ def test_frontend_extension_is_served(comfyui: Server) -> None:
         assert resp.read() == (REPO / "web" / "genart.js").read_bytes()
 
 
+def test_report_shows_on_its_node_in_the_real_frontend(comfyui: Server, tmp_path: Path) -> None:
+    """ComfyUI's own frontend in headless Chromium runs robustness-table: the report node shows its table in
+    the box web/genart.js adds, which stays out of the saved workflow and the prompt. Needs `node`, a
+    Chromium and GENART_NODE_MODULES (a node_modules folder with puppeteer-core); skips otherwise."""
+    import shutil
+
+    node = shutil.which("node")
+    chromium = next((found for name in ("chromium", "chromium-browser", "google-chrome")
+                     if (found := shutil.which(name))), None)
+    modules = os.environ.get("GENART_NODE_MODULES", "")
+    if not (node and chromium and modules and (Path(modules) / "puppeteer-core").is_dir()):
+        pytest.skip("needs node, chromium and GENART_NODE_MODULES with puppeteer-core")
+    done = subprocess.run([node, str(REPO / "tests" / "browser_report_check.mjs"), comfyui.url,
+                           str(REPO / "workflows" / "robustness-table.json"), chromium, str(tmp_path / "ui.png")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + comfyui.tail()
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "genart_report" not in seen["before"], "no box before the node has run"
+    text = seen["after"]["text"]
+    assert text.startswith("label ") and "eps 16/255 + diffpure 0.3, adaptive (exact)" in text
+    assert seen["after"]["readOnly"] is True and seen["after"]["shown"] is True
+    assert seen["after"]["width"] > 300, "the node widens to show the table"
+    assert seen["after"]["widgetsValues"] == ["genart/robustness"], "the box is not saved in the workflow"
+    assert "genart_report" not in seen["promptInputs"], "nor sent as an input"
+    # This frontend throws one error of its own at start-up (a settings onChange; also with no custom nodes).
+    assert not [e for e in seen["errors"] if "genart" in e.lower()], seen["errors"]
+
+
 def test_headless_standins_are_not_registered(object_info: dict[str, Any]) -> None:
     import comfyui_genart
 

@@ -29,7 +29,12 @@ assert.equal(registered.length, 1, "the extension registers once");
 const extension = registered[0];
 
 class Node {
-  constructor() { this.widgets = [{ name: "filename_prefix", value: "genart/report" }]; this.seen = []; }
+  constructor() {
+    this.widgets = [{ name: "filename_prefix", value: "genart/report" }];
+    this.seen = [];
+    this.size = [300, 200];
+  }
+  setSize(size) { this.size = size; }
   onExecuted(message) { this.seen.push(message); }
 }
 class Other { onExecuted() {} }
@@ -41,13 +46,16 @@ assert.equal(Other.prototype.onExecuted, otherExecuted, "other packs' nodes are 
 const node = new Node();
 node.onExecuted({ files: [] });
 assert.equal(node.widgets.length, 1, "no text, no box");
-node.onExecuted({ text: ["label | metric | value", "second"] });
+node.onExecuted({ text: ["label                       latent_l2  latent_cosine  perturbation_linf", "second"] });
 assert.equal(node.seen.length, 2, "the node's own onExecuted still runs");
 const box = node.widgets.find((w) => w.name === module.REPORT_WIDGET);
-assert.equal(box.value, "label | metric | value\n\nsecond");
+assert.equal(box.value, "label                       latent_l2  latent_cosine  perturbation_linf\n\nsecond");
 assert.equal(box.element.readOnly, true);
 assert.equal(box.element.style.fontFamily, "monospace");
+assert.ok(node.size[0] > 300 && node.size[1] > 200, "the node grows to show the table once");
+const grown = [...node.size];
 node.onExecuted({ text: ["rerun"] });
+assert.deepEqual(node.size, grown, "later runs keep the size the user may have set");
 assert.equal(node.widgets.length, 2, "one box, reused");
 assert.equal(box.value, "rerun");
 // The frontend's rules: widgets_values skips `serialize === false`; the prompt skips `options.serialize === false`.

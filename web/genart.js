@@ -23,10 +23,27 @@ function reportWidget(node) {
   return widget;
 }
 
+// Room for a report when its box first appears (later the user's own sizing is kept): wide enough for the
+// longest line of the table, tall enough for about 16 lines of it.
+const CHAR_WIDTH = 7.5;
+const LINE_HEIGHT = 14;
+const MAX_WIDTH = 960;
+
+function makeRoom(node, text) {
+  if (!node.size || !node.setSize) return;
+  const lines = text.split("\n");
+  const longest = Math.max(...lines.map((line) => line.length));
+  const width = Math.min(MAX_WIDTH, Math.max(node.size[0], longest * CHAR_WIDTH + 40));
+  node.setSize([width, node.size[1] + Math.min(lines.length, 16) * LINE_HEIGHT]);
+}
+
 export function showReport(node, message) {
   const text = message?.text;
   if (!Array.isArray(text) || text.length === 0) return;
-  reportWidget(node).value = text.join("\n\n");
+  const isNew = !node.widgets?.some((w) => w.name === REPORT_WIDGET);
+  const value = text.join("\n\n");
+  reportWidget(node).value = value;
+  if (isNew) makeRoom(node, value);
   node.setDirtyCanvas?.(true, true);
 }
 
