@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,7 @@ def sweep_overrides(sweeps: list[str]) -> list[list[str]]:
             raise WorkflowFileError(f"--sweep {item!r}: expected ID.INPUT=[VALUE, ...], a non-empty JSON list, "
                                     "for example --sweep 5.seed=[0,1,2]")
         axes.append([f"{target}={json.dumps(v)}" for v in values])
-    runs = 1
-    for axis in axes:
-        runs *= len(axis)
+    runs = math.prod(len(axis) for axis in axes)
     if runs > MAX_SWEEP_RUNS:
         raise WorkflowFileError(f"--sweep makes {runs} runs, more than the limit of {MAX_SWEEP_RUNS}; sweep fewer "
                                 "values or split it into several commands")

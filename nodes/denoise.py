@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -166,12 +165,6 @@ class Denoising:
         return out
 
 
-def seeded_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None) -> tuple[torch.Tensor,
-                                                                                              torch.Generator]:
-    """prepare_noise's noise, float32 on the CPU, and the generator that drew it (its stream continues)."""
-    return prepare_noise_and_generator(shape, seed, batch_index)
-
-
 def denoiser_input(latent: Any, denoiser: DenoiserHandle) -> torch.Tensor:
     """LATENT["samples"] of input 'latent', checked against what the denoiser takes."""
     samples = latent_samples(latent, "latent")
@@ -245,7 +238,7 @@ def check_prediction_type(denoiser: DenoiserHandle, handle: SchedulerHandle) -> 
     given = handle.config.get("prediction_type", "epsilon")
     if expected is not None and given != expected:
         raise ValueError(f"input 'scheduler' has prediction_type {given!r} but the denoiser {denoiser.source!r} "
-                         f"was trained to predict {expected!r} (its genart_training.json); set the scheduler's "
+                         f"was trained to predict {expected!r} (as its folder records); set the scheduler's "
                          f"prediction_type to {expected!r}")
 
 
@@ -335,7 +328,7 @@ def _start(denoiser: DenoiserHandle, handle: SchedulerHandle, latent: dict, samp
             f"{len(timesteps)} steps (0 to {len(timesteps) - 1})")
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)  # as diffusers' img2img pipelines do; add_noise reads it
-    drawn, generator = seeded_noise(samples.shape, seed, batch_index_of(latent, samples.shape[0]))
+    drawn, generator = prepare_noise_and_generator(samples.shape, seed, batch_index_of(latent, samples.shape[0]))
     if noise is None:
         eps = drawn.to(device=device, dtype=dtype)
     else:

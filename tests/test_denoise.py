@@ -102,7 +102,7 @@ def quiet(pipe):
 @pytest.mark.parametrize("shape, seed, batch_index", [((2, 4, 16, 16), 3, None), ((3, 4, 5, 5), 11, [2, 0, 2]),
                                                       ((1, 2, 2, 2), 7, [4])])
 def test_seeded_noise_equals_prepare_noise_and_continues_its_stream(lib, shape, seed, batch_index):
-    noise, generator = lib.denoise.seeded_noise(shape, seed, batch_index)
+    noise, generator = lib.noise.prepare_noise_and_generator(shape, seed, batch_index)
     assert torch.equal(noise, lib.noise.prepare_noise(shape, seed, batch_index))
     # The stream continues where the draws stopped: the next draw is not a repeat of the first one.
     after = torch.randn(noise.shape, generator=generator)

@@ -6,11 +6,9 @@ import { ComfyWidgets } from "../../scripts/widgets.js";
 
 export const REPORT_WIDGET = "genart_report";
 
-// The report box of `node`, made on first use. It is display only: never saved in the workflow's
-// widgets_values, never sent as an input in the prompt (both would shift or add inputs).
-function reportWidget(node) {
-  const existing = node.widgets?.find((w) => w.name === REPORT_WIDGET);
-  if (existing) return existing;
+// A new report box on `node`. It is display only: never saved in the workflow's widgets_values, never sent
+// as an input in the prompt (both would shift or add inputs).
+function addReportWidget(node) {
   const widget = ComfyWidgets.STRING(node, REPORT_WIDGET, ["STRING", { multiline: true }], app).widget;
   widget.serialize = false;
   widget.options = { ...(widget.options ?? {}), serialize: false };
@@ -40,10 +38,10 @@ function makeRoom(node, text) {
 export function showReport(node, message) {
   const text = message?.text;
   if (!Array.isArray(text) || text.length === 0) return;
-  const isNew = !node.widgets?.some((w) => w.name === REPORT_WIDGET);
   const value = text.join("\n\n");
-  reportWidget(node).value = value;
-  if (isNew) makeRoom(node, value);
+  const existing = node.widgets?.find((w) => w.name === REPORT_WIDGET);
+  (existing ?? addReportWidget(node)).value = value;
+  if (!existing) makeRoom(node, value);
   node.setDirtyCanvas?.(true, true);
 }
 
