@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from .weights import read_safetensors
 
 Outputs = tuple[Any, ...]
 
@@ -136,12 +138,8 @@ class DiskCache:
         path = self._path(key)
         if not path.exists():
             return None
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            layout = json.loads(f.metadata()["genart_layout"])
-        tensors = load_file(str(path), device=str(device))
-        return tuple(_unflatten(item, tensors) for item in layout)
+        tensors, metadata = read_safetensors(path, device)  # aligned: bits must not follow the file layout
+        return tuple(_unflatten(item, tensors) for item in json.loads(metadata["genart_layout"]))
 
     def put(self, key: str, outputs: Outputs) -> bool:
         tensors: dict[str, torch.Tensor] = {}

@@ -39,6 +39,18 @@ def check_image(image: object, name: str) -> torch.Tensor:
     return image
 
 
+def image_to_nchw(image: object, name: str) -> torch.Tensor:
+    """IMAGE [B, H, W, C] -> [B, C, H, W], contiguous. A plain movedim would hand kernels a channels-last
+    view, and convolutions and resizes take another code path (other rounding) on that layout, so bits
+    would depend on how the upstream tensor happened to be laid out (a cached one is contiguous)."""
+    return check_image(image, name).movedim(-1, 1).contiguous()
+
+
+def nchw_to_image(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> IMAGE [B, H, W, C], contiguous (every IMAGE handed out has one layout)."""
+    return x.movedim(1, -1).contiguous()
+
+
 # Plain values that may also travel over links (ComfyUI primitive sockets).
 IntSocket = Annotated[int, Socket("INT")]
 FloatSocket = Annotated[float, Socket("FLOAT")]

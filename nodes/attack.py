@@ -19,7 +19,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_ITERATIONS
-from ..graph.types import Image, Mask, check_image
+from ..graph.types import Image, Mask, image_to_nchw, nchw_to_image
 from .attack_core import (
     EOTTransform,
     Loss,
@@ -73,15 +73,14 @@ def _mask_nchw(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | Non
 
 def _images(image: torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
     """IMAGE [B, H, W, C] (maybe an inference tensor) -> NCHW float32 ordinary tensor on `device`."""
-    nchw = check_image(image, name).movedim(-1, 1)
-    return nchw.to(device=device, dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+    return image_to_nchw(image, name).to(device=device, dtype=torch.float32, copy=True)
 
 
 def _display(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """The perturbation as an IMAGE: 0.5 + delta / (2 max|delta|) per image (grey where nothing changed)."""
     delta = adv - clean
     scale = delta.flatten(1).abs().amax(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
-    return (0.5 + delta / (2 * scale)).movedim(1, -1).contiguous()
+    return nchw_to_image(0.5 + delta / (2 * scale))
 
 
 def _check_defense(defense: DefenseTransform | None, gradient: DefenseGradient) -> None:
@@ -187,7 +186,7 @@ def _run_attack(node: Any, ctx: RunContext, clean: torch.Tensor, objective: Loss
                       random_init=node.random_start, generator=generator, schedule=node.schedule, mask=mask,
                       eot_samples=node.eot_samples, on_step=lambda i: bar.update())
     device = node.image.device
-    return AttackOutputs(image=adv.movedim(1, -1).contiguous().to(device), perturbation=_display(adv, clean).to(device))
+    return AttackOutputs(image=nchw_to_image(adv).to(device), perturbation=_display(adv, clean).to(device))
 
 
 def _check_eps(constants: dict[str, Any]) -> list[tuple[str, str]]:

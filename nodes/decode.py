@@ -6,14 +6,14 @@ from pydantic import Field
 
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
-from ..graph.types import Image, Latent
+from ..graph.types import Image, Latent, nchw_to_image
 from .handles import Autoencoder, VQModel
 from .noise import latent_samples
 
 
 def model_to_image(x: torch.Tensor) -> torch.Tensor:
     """Decoder output NCHW in [-1, 1] -> IMAGE [B, H, W, C] float32, clipped to [0, 1] where IMAGE is defined."""
-    return (x.float() / 2 + 0.5).clamp(0, 1).movedim(1, -1).contiguous()
+    return nchw_to_image((x.float() / 2 + 0.5).clamp(0, 1))
 
 
 def check_channels(samples: torch.Tensor, want: int, what: str) -> None:

@@ -19,7 +19,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_STEPS
-from ..graph.types import Image, Socket, check_image
+from ..graph.types import Image, Socket, image_to_nchw, nchw_to_image
 from .attack_core import decode_latents, encode_images, grad_ready, is_vq
 from .denoise import begin_denoising, prepare_guidance
 from .handles import (
@@ -67,11 +67,7 @@ IMAGE_IN = "images to defend, [B, H, W, C] float32 in [0, 1]"
 
 
 def to_nchw(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    return check_image(image, name).movedim(-1, 1).float()
-
-
-def to_image(x: torch.Tensor) -> torch.Tensor:
-    return x.movedim(1, -1).contiguous()
+    return image_to_nchw(image, name).float()
 
 
 def _check_pad(x: torch.Tensor, radius: int, name: str = "radius") -> None:
@@ -234,7 +230,7 @@ class DefendJPEG(Node):
         quality = self.quality
         transform = DefenseTransform("jpeg", lambda x, g: jpeg_compress(x, quality), differentiable=False,
                                      randomized=False, params={"quality": quality})
-        return DefenseOutputs(image=to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
+        return DefenseOutputs(image=nchw_to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
 
 
 class DefendGaussianBlur(Node):
@@ -254,7 +250,7 @@ class DefendGaussianBlur(Node):
         sigma, radius = self.sigma, self.radius
         transform = DefenseTransform("gaussian_blur", lambda x, g: gaussian_blur(x, sigma, radius),
                                      differentiable=True, randomized=False, params={"sigma": sigma, "radius": radius})
-        return DefenseOutputs(image=to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
+        return DefenseOutputs(image=nchw_to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
 
 
 class DefendMedianFilter(Node):
@@ -273,7 +269,7 @@ class DefendMedianFilter(Node):
         radius = self.radius
         transform = DefenseTransform("median", lambda x, g: median_filter(x, radius), differentiable=False,
                                      randomized=False, params={"radius": radius})
-        return DefenseOutputs(image=to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
+        return DefenseOutputs(image=nchw_to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
 
 
 class DefendBitDepth(Node):
@@ -292,7 +288,7 @@ class DefendBitDepth(Node):
         bits = self.bits
         transform = DefenseTransform("bit_depth", lambda x, g: reduce_bit_depth(x, bits), differentiable=False,
                                      randomized=False, params={"bits": bits})
-        return DefenseOutputs(image=to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
+        return DefenseOutputs(image=nchw_to_image(transform(to_nchw(self.image), _generator(0))), defense=transform)
 
 
 class DefendRandomizedSmoothing(Node):
@@ -330,7 +326,7 @@ class DefendRandomizedSmoothing(Node):
 
         transform = DefenseTransform("randomized_smoothing", apply, differentiable=model is None, randomized=True,
                                      params={"sigma": sigma, "samples": samples, "aggregate": aggregate})
-        return DefenseOutputs(image=to_image(transform(to_nchw(self.image), _generator(self.seed))),
+        return DefenseOutputs(image=nchw_to_image(transform(to_nchw(self.image), _generator(self.seed))),
                               defense=transform)
 
 
@@ -375,4 +371,4 @@ class DefendDiffPure(Node):
         images = to_nchw(self.image)
         with ctx.progress(max(int(steps * t_star), 1)) as bar:
             out = diffpure(images, model, denoiser, scheduler, t_star, steps, self.seed, conditioning, bar.update)
-        return DefenseOutputs(image=to_image(out), defense=transform)
+        return DefenseOutputs(image=nchw_to_image(out), defense=transform)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
-from ..graph.types import Image, Latent, check_image
+from ..graph.types import Image, Latent, check_image, image_to_nchw
 from .handles import Autoencoder, AutoencoderHandle, VQModel, VQModelHandle
 from .noise import SEED_MAX, prepare_noise
 
@@ -20,7 +20,7 @@ def image_to_model(image: torch.Tensor, handle: VQModelHandle | AutoencoderHandl
     if image.shape[-1] != want:
         hint = " (an RGBA image: drop the alpha channel first)" if image.shape[-1] == 4 and want == 3 else ""
         raise ValueError(f"image has {image.shape[-1]} channels but the model takes {want}{hint}")
-    return (image.movedim(-1, 1).to(device=handle.device, dtype=handle.dtype) * 2 - 1).contiguous()
+    return image_to_nchw(image, "image").to(device=handle.device, dtype=handle.dtype) * 2 - 1
 
 
 class EncodeVQ(Node):

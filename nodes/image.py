@@ -10,7 +10,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_BATCH, MAX_PIXELS, MAX_RESOLUTION
-from ..graph.types import Image
+from ..graph.types import Image, image_to_nchw, nchw_to_image
 
 
 def pixel_budget(constants: dict[str, Any], batch_key: str | None = None) -> list[tuple[str, str]]:
@@ -83,14 +83,14 @@ class ResizeImage(Node):
         return pixel_budget(constants)
 
     def run(self, ctx: RunContext) -> Outputs:
-        x = self.image.movedim(-1, 1)
+        x = image_to_nchw(self.image, "image")
         size = (self.height, self.width)
         if self.method in ("bilinear", "bicubic"):
             y = F.interpolate(x, size=size, mode=self.method, align_corners=False, antialias=True)
         else:
             y = F.interpolate(x, size=size, mode="nearest-exact" if self.method == "nearest" else "area")
         # Bicubic overshoots; IMAGE is defined on [0, 1].
-        return self.Outputs(image=y.clamp(0, 1).movedim(1, -1).contiguous())
+        return self.Outputs(image=nchw_to_image(y.clamp(0, 1)))
 
 
 class CropImage(Node):

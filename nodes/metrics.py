@@ -23,7 +23,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import atomic_write, next_counter, output_prefix, ui_file
-from ..graph.types import FloatSocket, Image, Latent, Socket, StringSocket, check_image
+from ..graph.types import FloatSocket, Image, Latent, Socket, StringSocket, check_image, image_to_nchw
 from .handles import CodeMap, Codes
 from .io import check_prefix
 from .noise import latent_samples
@@ -103,7 +103,7 @@ def _image_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> tup
     for t, name in zip((a, b), names, strict=True):
         check_image(t, name)
     a, b = _pair(a, b, names)
-    return a.movedim(-1, 1), b.movedim(-1, 1)
+    return image_to_nchw(a, names[0]), image_to_nchw(b, names[1])
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:

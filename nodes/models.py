@@ -24,7 +24,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs, Widget
 from ..graph.safety import UnsafePathError, atomic_write, confine, next_counter, output_prefix, ui_file
-from ..graph.weights import load_state_dict
+from ..graph.weights import load_state_dict, own_memory, read_safetensors, storages
 from .handles import (
     TRAINING_FILE,
     Autoencoder,
@@ -88,13 +88,21 @@ def device_problems(constants: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
-def finish(model: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """On its device and dtype, in eval mode, frozen."""
+def finish(model: Any, device: torch.device, dtype: torch.dtype, owned: bool = False) -> Any:
+    """On its device and dtype, in eval mode, frozen, every weight in memory torch allocated.
+
+    Loaders that read through a memory map (diffusers' and transformers' from_pretrained) leave weights at
+    addresses that follow the file layout, and CPU kernels round differently on unaligned memory: what the
+    cast or move did not already copy is copied here, so a model gives the same bits wherever its file lives.
+    `owned`: the weights were read into torch's own memory already (`read_safetensors`).
+    """
+    loaded = set() if owned else storages(model)
     if getattr(model, "_keep_in_fp32_modules", None):
         model = model.to(device=device, dtype=dtype)  # diffusers keeps those modules in float32
     else:
         # diffusers' own .to() warns about float32 modules on every dtype cast, even when there are none.
         model = torch.nn.Module.to(model, device=device, dtype=dtype)
+    own_memory(model, loaded)
     return model.eval().requires_grad_(False)
 
 
@@ -248,7 +256,6 @@ def _single_file_source(path: Path, name: str, input_name: str) -> ModelSource:
 def load_model(source: ModelSource, name: str, device: torch.device, dtype: torch.dtype) -> Any:
     """The diffusers model `source` points at, with its weights, on `device` in `dtype`."""
     import diffusers
-    from safetensors.torch import load_file
 
     cls = getattr(diffusers, source.class_name)
     with torch.inference_mode(False):
@@ -257,11 +264,11 @@ def load_model(source: ModelSource, name: str, device: torch.device, dtype: torc
                 model = cls.from_pretrained(source.path, local_files_only=True, torch_dtype=dtype)
             except (OSError, ValueError, RuntimeError) as err:
                 raise ModelLoadError(f"{name!r}: diffusers could not load {source.path}: {err}") from err
-        else:
-            config = source.config
-            model = fill_strict(empty_model(lambda: cls.from_config(config)), load_file(str(source.path)),
-                                repr(name))
-        return finish(model, device, dtype)
+            return finish(model, device, dtype)
+        config = source.config
+        model = fill_strict(empty_model(lambda: cls.from_config(config)), read_safetensors(source.path)[0],
+                            repr(name))
+        return finish(model, device, dtype, owned=True)
 
 
 def model_file_problems(constants: dict[str, Any], ctx: RunContext, kind: str, accepted: tuple[str, ...],
@@ -716,7 +723,7 @@ def build_sd1_models(state: dict[str, torch.Tensor], name: str, config_dir: Path
 def load_sd1_checkpoint(path: Path, name: str, config_dir: Path, use_ema: bool, device: torch.device,
                         dtype: torch.dtype) -> SD1Models:
     with torch.inference_mode(False):
-        unet, vae, clip = (finish(m, device, dtype)
+        unet, vae, clip = (finish(m, device, dtype, owned=True)
                            for m in build_sd1_models(load_state_dict(path), name, config_dir, use_ema))
     scheduler = load_scheduler_config(config_dir / "scheduler", f"{config_dir.name}/scheduler", "config")
     return SD1Models(unet, vae, clip, load_tokenizer(config_dir / "tokenizer"), scheduler)

@@ -5,13 +5,13 @@ from typing import Annotated, Any
 
 import torch
 from pydantic import Field
-from safetensors import safe_open
 from safetensors.torch import save as tensors_to_bytes
 
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
 from ..graph.safety import atomic_write, next_counter, output_prefix, ui_file
 from ..graph.types import FloatSocket, IntSocket, Latent
+from ..graph.weights import read_safetensors
 from .handles import CodeMap, Codes, VQModel, VQModelHandle
 from .io import check_prefix
 from .noise import latent_samples
@@ -177,10 +177,9 @@ class LoadCodes(Node):
 
     def run(self, ctx: RunContext) -> Outputs:
         path = ctx.paths.resolve_input("input", self.codes_file)
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("genart") != "codes" or "indices" not in f.keys():
-                raise ValueError(f"{self.codes_file} is not a code map saved by GenArt Save Codes")
-            indices = f.get_tensor("indices")
+        tensors, metadata = read_safetensors(path)
+        if metadata.get("genart") != "codes" or "indices" not in tensors:
+            raise ValueError(f"{self.codes_file} is not a code map saved by GenArt Save Codes")
+        indices = tensors["indices"]
         return self.Outputs(codes=CodeMap(indices=indices.long(), num_codes=int(metadata["num_codes"]),
                                           embed_dim=int(metadata["embed_dim"])))

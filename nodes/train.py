@@ -18,7 +18,7 @@ from pydantic import Field
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, UnsafePathError, output_prefix
-from ..graph.types import Image, IntSocket, StringSocket
+from ..graph.types import Image, IntSocket, StringSocket, nchw_to_image
 from .dataset import ImageDataset, ImageFolder, Split, open_image_folder
 from .denoiser_trainer import DenoiserConfig, scheduler_config, train_denoiser
 from .handles import Denoiser, DenoiserHandle, Scheduler, SchedulerHandle, VQModel, VQModelHandle
@@ -146,7 +146,7 @@ class LoadDatasetImages(Node):
             raise ValueError(f"input 'start' = {self.start} but the {self.split} split has {len(files)} images; "
                              f"use a start below {len(files)}" + (" (or another split)" if not files else ""))
         images = self.dataset.images(self.split, self.start, self.count)
-        return self.Outputs(image=images.movedim(1, -1).contiguous())
+        return self.Outputs(image=nchw_to_image(images))
 
 
 def _preview(ctx: RunContext, images: torch.Tensor, name: str) -> None:
@@ -275,7 +275,7 @@ def reconstruction_preview(vq: Any, data: ImageFolder, count: int = 8) -> torch.
     x = data.images(split, 0, count).to(next(vq.parameters()).device)
     x_hat = (vq(x * 2 - 1).sample / 2 + 0.5).clamp(0, 1)
     rows = torch.cat([torch.cat(list(x), dim=2), torch.cat(list(x_hat), dim=2)], dim=1)
-    return rows.movedim(0, -1)[None].float().cpu()
+    return rows.movedim(0, -1)[None].float().cpu().contiguous()
 
 
 class TrainDenoiser(Node):
@@ -399,4 +399,4 @@ def sample_preview(denoiser: DenoiserHandle, vq: VQModelHandle, scheduler: Sched
     pad = torch.ones(rows * cols - count, *images.shape[1:])
     images = torch.cat([images, pad]).reshape(rows, cols, *images.shape[1:])
     grid = torch.cat([torch.cat(list(row), dim=2) for row in images], dim=1)
-    return grid.movedim(0, -1)[None]
+    return grid.movedim(0, -1)[None].contiguous()

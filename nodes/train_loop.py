@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..graph.safety import share_modes
+from ..graph.weights import read_safetensors
 
 STATE_FILE = "state.safetensors"
 META_FILE = "trainer_state.json"
@@ -100,7 +101,7 @@ class Checkpoints:
 
     @staticmethod
     def load(path: Path, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return load_file(str(path / STATE_FILE), device=str(device)), json.loads((path / META_FILE).read_text())
+        return read_safetensors(path / STATE_FILE, device)[0], json.loads((path / META_FILE).read_text())
 
 
 def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@ single-file checkpoints (built here in the LDM layout from tiny diffusers models
 blocked, and clear errors for bad inputs. Every test runs with sockets refused."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -91,6 +92,12 @@ def executor(paths):
     return Executor(REGISTRY, RunSettings(paths=paths), cache=OutputCache())
 
 
+def owned(model):
+    """`model` with its weights copied into torch's own (aligned) memory: from_pretrained leaves them in a
+    memory map at addresses that follow the file layout, where CPU kernels round differently."""
+    return copy.deepcopy(model)
+
+
 def assert_same_weights(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
@@ -139,7 +146,7 @@ def test_models_diffusers_folder_loads_bit_exactly(mpaths, tiny_dir, folder):
 
     class_type, class_name = LOADERS[folder]
     name = folder.split("/")[1]
-    reference = getattr(diffusers, class_name).from_pretrained(tiny_dir / folder, local_files_only=True)
+    reference = owned(getattr(diffusers, class_name).from_pretrained(tiny_dir / folder, local_files_only=True))
     warnings: list[logging.LogRecord] = []
     listener = logging.Handler(logging.WARNING)
     listener.emit = warnings.append  # diffusers' logger does not propagate to pytest's caplog
@@ -180,7 +187,7 @@ def test_models_save_node_single_file_round_trips_bit_exactly(mpaths, tiny_dir, 
     (mpaths.models_dirs[0] / kind).mkdir()
     shutil.copy(file, mpaths.models_dirs[0] / kind / "saved.safetensors")
     (handle,) = run_node(mpaths, class_type, model_name="saved.safetensors")
-    reference = getattr(diffusers, class_name).from_pretrained(tiny_dir / folder, local_files_only=True)
+    reference = owned(getattr(diffusers, class_name).from_pretrained(tiny_dir / folder, local_files_only=True))
     assert type(handle.model).__name__ == class_name
     assert_same_weights(reference, handle.model)
     assert torch.equal(forward(reference), forward(handle.model))
@@ -270,7 +277,7 @@ def test_models_text_encoder_loads_bit_exactly(mpaths, tiny_dir):
 
     folder = tiny_dir / "text_encoders" / "tiny-clip"
     tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-    encoder = CLIPTextModel.from_pretrained(str(folder), local_files_only=True).eval()
+    encoder = owned(CLIPTextModel.from_pretrained(str(folder), local_files_only=True).eval())
     (handle,) = run_node(mpaths, "GenArtLoadTextEncoder", model_name="tiny-clip")
     prompts = ["a photo of a cat", "red star"]
     ids = handle.tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
@@ -749,3 +756,134 @@ def test_models_paths_cannot_leave_the_models_folders(mpaths):
         executor(mpaths).validate(prompt)
     messages = " ".join(e["message"] for e in info.value.node_errors["1"]["errors"])
     assert "'../../etc/passwd' leaves" in messages and "'../secrets' leaves" in messages
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weights live in torch's own memory: the same bits wherever a model file puts its data
+
+
+def padded_safetensors(data: bytes, pad: int) -> bytes:
+    """The same safetensors file with `pad` more spaces after its header: its data then starts at another
+    offset, as a longer or shorter config in the metadata would move it."""
+    n = int.from_bytes(data[:8], "little")
+    header = data[8:8 + n].rstrip(b" ") + b" " * pad
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
+
+
+def data_offset(data: bytes) -> int:
+    return 8 + int.from_bytes(data[:8], "little")
+
+
+def all_aligned(*models) -> bool:
+    return all(t.data_ptr() % 64 == 0 for m in models for t in (*m.parameters(), *m.buffers()))
+
+
+@pytest.mark.parametrize("folder", list(LOADERS))
+def test_models_single_file_bits_do_not_depend_on_the_data_offset(mpaths, tiny_dir, folder):
+    """Every offset mod 64 of the data section: weights aligned, forward bit-identical to a reference
+    whose weights torch allocated (CPU kernels round differently on unaligned memory)."""
+    import diffusers
+
+    from comfyui_genart.nodes.models import single_file_bytes
+
+    class_type, class_name = LOADERS[folder]
+    kind = folder.split("/")[0]
+    reference = owned(getattr(diffusers, class_name).from_pretrained(tiny_dir / folder, local_files_only=True))
+    expected = forward(reference)
+    saved = single_file_bytes(reference)
+    (mpaths.models_dirs[0] / kind).mkdir()
+    offsets = set()
+    for pad in range(64):
+        data = padded_safetensors(saved, pad)
+        offsets.add(data_offset(data) % 64)
+        (mpaths.models_dirs[0] / kind / f"pad{pad}.safetensors").write_bytes(data)
+        (handle,) = run_node(mpaths, class_type, model_name=f"pad{pad}.safetensors")
+        assert all_aligned(handle.model), f"weights not aligned with the data at offset {data_offset(data)}"
+        assert torch.equal(forward(handle.model), expected), f"other bits with the data at offset {data_offset(data)}"
+    assert offsets == set(range(64))
+
+
+PADS = (0, 9, 18, 27, 36, 45, 54, 63)  # eight data offsets, every residue mod 8
+
+
+@pytest.mark.parametrize("folder", [*LOADERS, "text_encoders/tiny-clip"])
+def test_models_folder_bits_do_not_depend_on_the_data_offset(mpaths, tiny_dir, folder):
+    """diffusers/transformers folders (from_pretrained reads them through a memory map) end up aligned too."""
+    kind, name = folder.split("/")
+    target = mpaths.models_dirs[0] / kind / name
+    shutil.copytree(tiny_dir / folder, target)
+    (weights,) = target.glob("*.safetensors")
+    original = weights.read_bytes()
+    class_type = LOADERS.get(folder, ("GenArtLoadTextEncoder",))[0]
+    outputs = []
+    for pad in PADS:
+        weights.write_bytes(padded_safetensors(original, pad))
+        (handle,) = run_node(mpaths, class_type, model_name=name)
+        model = handle.model
+        assert all_aligned(model), f"weights not aligned with the data at offset {data_offset(original) + pad}"
+        if class_type == "GenArtLoadTextEncoder":
+            ids = handle.tokenizer(["a red star"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+            with torch.no_grad():
+                outputs.append(model(ids).last_hidden_state)
+        else:
+            outputs.append(forward(model))
+    assert all(torch.equal(outputs[0], o) for o in outputs[1:])
+
+
+def test_models_sd15_checkpoint_bits_do_not_depend_on_the_data_offset(sd_paths, tiny_sd):
+    from safetensors.torch import save
+
+    saved = save(ldm_checkpoint(tiny_sd))
+    reference = owned(tiny_sd["unet"])
+    g = torch.Generator().manual_seed(5)
+    sample, cond = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 5, 32, generator=g)
+    with torch.no_grad():
+        expected = (reference(sample, 321, encoder_hidden_states=cond).sample, forward(owned(tiny_sd["vae"])))
+    for pad in PADS:
+        data = padded_safetensors(saved, pad)
+        (sd_paths.models_dirs[0] / "checkpoints" / f"pad{pad}.safetensors").write_bytes(data)
+        vae, denoiser, text_encoder, _ = run_node(sd_paths, "GenArtLoadSD15Checkpoint",
+                                                  ckpt_name=f"pad{pad}.safetensors", config="tiny-sd")
+        assert all_aligned(vae.model, denoiser.model, text_encoder.text_encoder), f"offset {data_offset(data)}"
+        with torch.no_grad():
+            got = (denoiser.model(sample, 321, encoder_hidden_states=cond).sample, forward(vae.model))
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True)), f"offset {data_offset(data)}"
+
+
+def test_models_read_safetensors_equals_load_file_and_refuses_bad_headers(tmp_path):
+    from safetensors.torch import load_file, save
+
+    from comfyui_genart.graph.weights import WeightsFormatError, read_safetensors
+
+    tensors = {"f": torch.randn(3, 5), "h": torch.randn(7).half(), "b": torch.randn(2, 2).bfloat16(),
+               "i": torch.arange(6).reshape(2, 3), "m": torch.tensor([True, False]), "e": torch.zeros(0, 4),
+               "s": torch.tensor(2.5)}
+    data = save(tensors, metadata={"config": "{}"})
+    for pad in (0, 5):
+        file = tmp_path / f"t{pad}.safetensors"
+        file.write_bytes(padded_safetensors(data, pad))
+        got, metadata = read_safetensors(file)
+        reference = load_file(str(file))
+        assert list(got) == list(reference) and metadata == {"config": "{}"}
+        for k, v in reference.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape and torch.equal(got[k], v), k
+            assert got[k].numel() == 0 or got[k].data_ptr() % 64 == 0, k
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    bad_cases = {
+        "truncated": data[:-4],
+        "short": data[:5],
+        "huge header": (10**12).to_bytes(8, "little") + data[8:],
+        "not json": len(b"{nope").to_bytes(8, "little") + b"{nope" + data[8 + n:],
+        "offsets past the end": json.dumps({**header, "f": {**header["f"], "data_offsets": [0, 10**9]}}).encode(),
+        "shape mismatch": json.dumps({**header, "f": {**header["f"], "shape": [4, 5]}}).encode(),
+        "unknown dtype": json.dumps({**header, "f": {**header["f"], "dtype": "Q7"}}).encode(),
+    }
+    for case, value in bad_cases.items():
+        if value.startswith(b"{"):
+            value = len(value).to_bytes(8, "little") + value + data[8 + n:]
+        file = tmp_path / "bad.safetensors"
+        file.write_bytes(value)
+        with pytest.raises(WeightsFormatError):
+            read_safetensors(file)
+            pytest.fail(case)
