@@ -267,11 +267,12 @@ def strength_start(steps: int, strength: float, order: int) -> int:
 
 def begin_denoising(denoiser: DenoiserHandle, scheduler: SchedulerHandle, latent: dict, *, seed: int, steps: int,
                     start: int, add_noise: bool, noise: dict | None, start_input: str,
-                    strength: float = 1.0) -> Denoising:
+                    strength: float = 1.0, from_latent: bool = False) -> Denoising:
     """Resume the denoising `latent` carries, or start one at step `start` of a `steps`-step schedule.
 
     `strength` < 1 starts instead where diffusers' img2img would (see `strength_start`); `start_input`
-    names the input that gave `start`, for messages.
+    names the input that gave `start`, for messages. `from_latent`: noise the latent to the start step even
+    at step 0 (img2img at full strength keeps a trace of it) instead of starting from pure noise.
     """
     samples = denoiser_input(latent, denoiser)
     state = latent.get(STATE_KEY)
@@ -279,7 +280,8 @@ def begin_denoising(denoiser: DenoiserHandle, scheduler: SchedulerHandle, latent
         if strength < 1.0:
             start, start_input = strength_start(steps, strength, state.scheduler.order), "denoise"
         return _resume(state, denoiser, scheduler, samples, steps, start, start_input)
-    return _start(denoiser, scheduler, latent, samples, seed, steps, start, strength, add_noise, noise, start_input)
+    return _start(denoiser, scheduler, latent, samples, seed, steps, start, strength, add_noise, noise, start_input,
+                  from_latent)
 
 
 def _resume(state: DenoiseState, denoiser: DenoiserHandle, scheduler: SchedulerHandle, samples: torch.Tensor,
@@ -310,7 +312,7 @@ def _resume(state: DenoiseState, denoiser: DenoiserHandle, scheduler: SchedulerH
 
 def _start(denoiser: DenoiserHandle, handle: SchedulerHandle, latent: dict, samples: torch.Tensor, seed: int,
            steps: int, start: int, strength: float, add_noise: bool, noise: dict | None,
-           start_input: str) -> Denoising:
+           start_input: str, from_latent: bool) -> Denoising:
     device, dtype = denoiser.device, denoiser.dtype
     check_prediction_type(denoiser, handle)
     scheduler = handle.fresh()
@@ -342,7 +344,7 @@ def _start(denoiser: DenoiserHandle, handle: SchedulerHandle, latent: dict, samp
     if latent.get("noise_mask") is not None:
         inpainting = Inpainting(_latent_mask(latent["noise_mask"], samples.shape, device, dtype),
                                 samples.to(device=device, dtype=dtype) * scale)
-    if add_noise and start == 0:
+    if add_noise and start == 0 and not from_latent:
         x = eps * scheduler.init_noise_sigma
     else:
         x = inpainting.original if inpainting is not None else samples.to(device=device, dtype=dtype) * scale

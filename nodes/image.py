@@ -119,23 +119,35 @@ class CropImage(Node):
 
 
 class BatchImages(Node):
-    """Join two image batches of the same size into one batch."""
+    """Join image batches of the same size into one batch (two to six of them, in input order)."""
 
     CLASS_TYPE = "GenArtBatchImages"
     CATEGORY = "GenArt/image"
 
     class Outputs(NodeOutputs):
-        image: Image = Field(description="image_a then image_b, [Ba + Bb, H, W, C]")
+        image: Image = Field(description="image_a, image_b, then the optional ones given, [Ba + Bb + ..., H, W, C]")
 
     image_a: Image = Field(description="first batch, [Ba, H, W, C] float32 in [0, 1]")
     image_b: Image = Field(description="second batch, [Bb, H, W, C], same H, W, C as image_a")
+    image_c: Image | None = Field(None, description="optional third batch, same H, W, C")
+    image_d: Image | None = Field(None, description="optional fourth batch, same H, W, C")
+    image_e: Image | None = Field(None, description="optional fifth batch, same H, W, C")
+    image_f: Image | None = Field(None, description="optional sixth batch, same H, W, C")
 
     def run(self, ctx: RunContext) -> Outputs:
-        if self.image_a.shape[1:] != self.image_b.shape[1:]:
-            raise ValueError(
-                f"image_b is {tuple(self.image_b.shape[1:])} (H, W, C) but image_a is "
-                f"{tuple(self.image_a.shape[1:])}; resize one of them first (GenArt Resize Image)")
-        return self.Outputs(image=torch.cat([self.image_a, self.image_b.to(self.image_a.device)]))
+        first = self.image_a
+        given = {"image_b": self.image_b, "image_c": self.image_c, "image_d": self.image_d,
+                 "image_e": self.image_e, "image_f": self.image_f}
+        batches = [first]
+        for name, image in given.items():
+            if image is None:
+                continue
+            if image.shape[1:] != first.shape[1:]:
+                raise ValueError(
+                    f"{name} is {tuple(image.shape[1:])} (H, W, C) but image_a is {tuple(first.shape[1:])}; "
+                    "resize one of them first (GenArt Resize Image)")
+            batches.append(image.to(first.device))
+        return self.Outputs(image=torch.cat(batches))
 
 
 class SelectImages(Node):

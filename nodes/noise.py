@@ -16,7 +16,7 @@ from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS
 from ..graph.types import IntSocket, Latent, Mask
-from .handles import Scheduler
+from .handles import Denoiser, Scheduler
 from .image import pixel_budget
 
 # ComfyUI's seed range (KSampler's noise_seed): any unsigned 64-bit integer.
@@ -202,8 +202,9 @@ class Noise(Node):
 
 
 class InjectNoiseOutputs(NodeOutputs):
-    latent: Latent = Field(description="the noised latent, samples [B, C, h, w] (other keys kept, including "
-                           "noise_mask, which the sampler honours)")
+    latent: Latent = Field(description="the noised latent: samples [B, C, h, w] raw (x_t / latent_scale, so a "
+                           "decoder shows the noisy image), other keys kept (noise_mask, which the sampler "
+                           "honours), and the denoising state at start_step that a sampler or step node resumes")
     timestep: IntSocket = Field(description="the timestep the latent was noised to; -1 when no noise was added "
                                 "(strength too small for one step, or timestep below the schedule's last step)")
     start_step: IntSocket = Field(description="index into the scheduler's timesteps for `steps` steps where "
@@ -211,11 +212,12 @@ class InjectNoiseOutputs(NodeOutputs):
 
 
 class InjectNoise(Node):
-    """Noise a latent part way along a schedule (img2img): x_t = scheduler.add_noise(x_0, noise, t).
+    """Noise a latent part way along a schedule (img2img), in the denoiser's space: x_t = add_noise(x_0 * s, eps, t).
 
-    The scheduler's timesteps for N = steps are computed and the latent is noised to one of them, t =
-    timesteps[start_step], exactly as the sampler resuming at start_step expects (diffusers' img2img
-    pipelines, set_begin_index included). by='strength': int(N * strength) steps are left to run,
+    s is the denoiser's latent_scale (0.18215 for SD 1.x): the noise is added where the denoiser works, so
+    GenArt Sample Latent or Denoise Step resuming at start_step gives exactly diffusers' img2img pipelines
+    (and Sample Latent's own `denoise`). The scheduler's timesteps for N = steps are computed and the latent
+    is noised to t = timesteps[start_step]. by='strength': int(N * strength) steps are left to run,
     start_step = (N - int(N * strength)) * scheduler.order; strength 1 noises to the first (noisiest) step,
     which still keeps a trace of the latent. by='timestep': the first step at or below the given training
     timestep (give steps = num_train_timesteps, with DDPM or DDIM, to hit any t exactly). ComfyUI's `denoise`
@@ -224,54 +226,62 @@ class InjectNoise(Node):
 
     CLASS_TYPE = "GenArtInjectNoise"
     CATEGORY = "GenArt/noise"
+    # 2: noises in the denoiser's space (takes the denoiser); version 1 noised the raw latent.
+    VERSION = 2
 
     Outputs = InjectNoiseOutputs
 
     latent: Latent = Field(description="clean latent x_0, samples [B, C, h, w] raw (unscaled)")
-    scheduler: Scheduler = Field(description="the diffusers scheduler whose add_noise and timesteps are used")
+    denoiser: Denoiser = Field(description="the denoiser that will continue from the noised latent: its "
+                               "latent_scale gives the space the noise is added in, its device and dtype the "
+                               "output's")
+    scheduler: Scheduler = Field(description="the diffusers scheduler whose add_noise and timesteps are used; "
+                                 "connect the same one to the sampler that continues")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="noise seed (ComfyUI's prepare_noise, per batch_index); "
-                      "unused when `noise` is linked")
+                      "stochastic schedulers continue its stream afterwards, as the sampler's own img2img does. "
+                      "Unused for the draw when `noise` is linked")
     by: Literal["strength", "timestep"] = Field("strength", description="how the noise level is given: a fraction "
                                                 "of the schedule, or a training timestep")
     strength: float = Field(0.5, ge=0.0, le=1.0, description="'strength': fraction of the N steps left to run")
     steps: int = Field(50, ge=1, le=MAX_STEPS, description="number of sampling steps N the schedule is split into")
     timestep: int = Field(500, ge=0, le=99999, description="'timestep': training timestep in "
                           "[0, num_train_timesteps); the latent is noised to the first step at or below it")
-    noise: Latent | None = Field(None, description="optional noise LATENT (GenArt Noise), samples the same shape "
-                                 "as the latent's; when absent, gaussian noise is drawn from `seed`")
+    noise: Latent | None = Field(None, description="optional noise LATENT (GenArt Noise: gaussian, offset, pyramid), "
+                                 "unit noise in the denoiser's space, the latent's shape; when absent, gaussian "
+                                 "noise is drawn from `seed`")
 
     def run(self, ctx: RunContext) -> InjectNoiseOutputs:
+        from .denoise import STATE_KEY, begin_denoising  # denoise builds on this module's noise
+
         x0 = latent_samples(self.latent)
-        if self.noise is None:
-            eps = gaussian_like(x0, self.seed, batch_index_of(self.latent, x0.shape[0]))
-        else:
+        if self.noise is not None:
             eps = latent_samples(self.noise, "noise")
             if eps.shape != x0.shape:
                 raise ValueError(f"noise has shape {tuple(eps.shape)} but the latent has {tuple(x0.shape)}; "
                                  "make the noise from this latent (GenArt Noise) or leave `noise` unlinked")
-            eps = eps.to(device=x0.device, dtype=x0.dtype)
-        scheduler = self.scheduler.fresh()
-        if not hasattr(scheduler, "add_noise"):
+        schedule = self.scheduler.fresh()
+        if not hasattr(schedule, "add_noise"):
             raise ValueError(f"scheduler {self.scheduler.class_name} has no add_noise; use a scheduler such as "
                              "DDIMScheduler, DDPMScheduler or EulerDiscreteScheduler")
-        scheduler.set_timesteps(self.steps)
-        timesteps, order = scheduler.timesteps, scheduler.order
+        schedule.set_timesteps(self.steps)
+        timesteps, order = schedule.timesteps, schedule.order
         if self.by == "strength":
             start = (self.steps - min(int(self.steps * self.strength), self.steps)) * order
         else:
-            limit = int(scheduler.config.num_train_timesteps)
+            limit = int(schedule.config.num_train_timesteps)
             if self.timestep >= limit:
                 raise ValueError(f"timestep {self.timestep} is outside this scheduler's training schedule "
                                  f"[0, {limit}); use a value below {limit}")
             steps_at_or_below = (i for i in range(0, len(timesteps), order) if timesteps[i] <= self.timestep)
             start = next(steps_at_or_below, len(timesteps))
+        clean = {k: v for k, v in self.latent.items() if k != STATE_KEY}  # x_0 is what it holds now
         if start >= len(timesteps):
-            return InjectNoiseOutputs(latent=dict(self.latent), timestep=-1, start_step=len(timesteps))
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(start)
-        t = timesteps[start]
-        xt = scheduler.add_noise(x0, eps, t.reshape(1).repeat(x0.shape[0]).to(x0.device))
-        return InjectNoiseOutputs(latent={**self.latent, "samples": xt}, timestep=int(t), start_step=start)
+            return InjectNoiseOutputs(latent=clean, timestep=-1, start_step=len(timesteps))
+        denoising = begin_denoising(self.denoiser, self.scheduler, clean, seed=self.seed, steps=self.steps,
+                                    start=start, add_noise=True, noise=self.noise, start_input="strength",
+                                    from_latent=True)
+        return InjectNoiseOutputs(latent=denoising.output(clean, denoising.samples()), timestep=int(timesteps[start]),
+                                  start_step=start)
 
 
 class SetNoiseMask(Node):

@@ -7,10 +7,13 @@ the CPU), and N chained step nodes must equal one N-step sampler bit for bit.
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import REPO
 
 # Stable Diffusion's schedule, with the settings StableDiffusionPipeline would otherwise patch in.
 SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -423,3 +426,58 @@ def test_step_by_step_workflow_chain_equals_its_sampler_through_the_executor(pac
     prompt["sampled"] = {"class_type": "GenArtTestCaptureLatent", "inputs": {"latent": [sampler, 0]}}
     report = Executor(registry, RunSettings(paths=paths)).run(prompt)
     assert torch.equal(report.ui["chained"]["samples"], report.ui["sampled"]["samples"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inject Noise works in the denoiser's space: by hand, img2img equals the pipeline and the sampler's own path
+
+SHIPPED_SCALE = json.loads((REPO / "models/unet/genart-emoji32/genart_training.json").read_text())["latent_scale"]
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.18215, SHIPPED_SCALE], ids=["scale-1", "scale-sd1", "scale-shipped"])
+@pytest.mark.parametrize("name", ["DDIM", "EulerAncestral", "DPMSolver++2M"])
+def test_inject_noise_then_sampler_equals_img2img_pipeline(lib, models, name, scale):
+    """Encode -> Inject Noise -> Sample Latent (add_noise off, start at Inject Noise's start_step), built by hand,
+    equals StableDiffusionImg2ImgPipeline within 1e-5 and Sample Latent's own `denoise` bit for bit."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    sched = scheduler(lib, name)
+    tokenizer = copy.deepcopy(models.tokenizer)
+    tokenizer.model_max_length = 77
+    pipe = quiet(StableDiffusionImg2ImgPipeline(
+        vae=models.kl, text_encoder=models.text_encoder, tokenizer=tokenizer, unet=models.cond_unet,
+        scheduler=sched.fresh(), safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+    denoiser = lib.handles.DenoiserHandle(models.cond_unet, latent_scale=scale)
+    raw = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 3
+    cond = conditioning(lib, models)
+    with torch.inference_mode():
+        ref = pipe(PROMPT, image=raw * scale, strength=0.6, num_inference_steps=10, guidance_scale=7.5,
+                   negative_prompt=NEGATIVE, generator=torch.Generator().manual_seed(3), output_type="latent").images
+        noised = lib.noise.InjectNoise(latent={"samples": raw}, denoiser=denoiser, scheduler=sched, seed=3,
+                                       strength=0.6, steps=10).run(lib.ctx)
+        by_hand = sample(lib, denoiser, sched, noised.latent, seed=3, steps=10, cfg=7.5, add_noise=False,
+                         start_step=noised.start_step, conditioning=cond).latent
+        own = sample(lib, denoiser, sched, {"samples": raw}, seed=3, steps=10, cfg=7.5, denoise=0.6,
+                     conditioning=cond).latent
+    assert noised.start_step == 4 * sched.fresh().order
+    assert max_diff(by_hand["samples"] * scale, ref) <= TOLERANCE
+    assert torch.equal(by_hand["samples"], own["samples"])
+
+
+def test_inject_noise_latent_decodes_to_the_noisy_image_and_steps_resume_it(lib, models):
+    """samples = x_t / latent_scale (the decoders' raw space); Denoise Step nodes continue it like the sampler."""
+    sched, scale = scheduler(lib, "EulerAncestral"), 0.18215
+    denoiser = lib.handles.DenoiserHandle(models.unet, latent_scale=scale)
+    raw = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        noised = lib.noise.InjectNoise(latent={"samples": raw}, denoiser=denoiser, scheduler=sched, seed=5,
+                                       strength=0.5, steps=6).run(lib.ctx)
+        fresh = sched.fresh()
+        fresh.set_timesteps(6)
+        x_t = fresh.add_noise(raw * scale, lib.noise.prepare_noise(raw.shape, 5), fresh.timesteps[3:4].repeat(2))
+        torch.testing.assert_close(noised.latent["samples"] * scale, x_t, rtol=1e-6, atol=1e-6)
+        latent = noised.latent
+        for index in range(noised.start_step, 6):
+            latent = step(lib, denoiser, sched, latent, seed=0, steps=6, step_index=index)
+        sampled = sample(lib, denoiser, sched, noised.latent, seed=0, steps=6, start_step=noised.start_step).latent
+    assert torch.equal(latent["samples"], sampled["samples"])

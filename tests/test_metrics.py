@@ -163,3 +163,20 @@ def test_report_writes_json_and_csv_and_shows_a_table(paths):
 def test_report_refuses_a_prefix_outside_the_output_folder(paths):
     problems = M.MetricsReport.check_constants({"filename_prefix": "../escape"}, _ctx(paths))
     assert problems and problems[0][0] == "filename_prefix"
+
+
+def test_ssim_valid_border_matches_skimage():
+    """border 'valid' is skimage's structural_similarity (Gaussian weights, population covariance); the
+    default 'reflect' is torchmetrics' and differs from it by about 1e-2 on 32x32 images."""
+    metrics = pytest.importorskip("skimage.metrics")
+    a, b = _images(3)
+    ours = M.ssim_and_cs(a.double(), b.double(), 1.5, border="valid")[0]
+    for i in range(a.shape[0]):
+        ref = metrics.structural_similarity(a[i].double().numpy(), b[i].double().numpy(), channel_axis=0,
+                                            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                            data_range=1.0)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-6)
+    reflect = M.ssim_and_cs(a.double(), b.double(), 1.5)[0]
+    assert (reflect - ours).abs().max() > 1e-3, "the two conventions should differ on small images"
+    node = M.MeasureSSIM(image_a=a.movedim(1, -1), image_b=b.movedim(1, -1), border="valid").run(_ctx())
+    assert node.ssim == pytest.approx(ours.mean().item(), abs=1e-6)

@@ -59,7 +59,7 @@ def capture_registry(pack):
     from comfyui_genart.graph.node import Node, NodeOutputs
     from comfyui_genart.graph.registry import Registry
     from comfyui_genart.graph.types import Latent
-    from comfyui_genart.nodes.handles import Scheduler, SchedulerHandle
+    from comfyui_genart.nodes.handles import Denoiser, Scheduler, SchedulerHandle
 
     class TestScheduler(Node):
         """A default DDIM scheduler."""
@@ -72,6 +72,18 @@ def capture_registry(pack):
 
         def run(self, ctx):
             return self.Outputs(scheduler=SchedulerHandle("DDIMScheduler", dict(DDIMScheduler().config)))
+
+    class TestDenoiser(Node):
+        """A tiny UNet, latent scale 1."""
+
+        CLASS_TYPE = "GenArtTestDenoiser"
+        CATEGORY = "GenArt/test"
+
+        class Outputs(NodeOutputs):
+            denoiser: Denoiser = Field(description="tiny UNet")
+
+        def run(self, ctx):
+            return self.Outputs(denoiser=denoiser())
 
     class TestCaptureLatent(Node):
         """Hands the latent back in the run report."""
@@ -93,8 +105,25 @@ def capture_registry(pack):
     for _, cls in pack.REGISTRY.items():
         registry.register(cls)
     registry.register(TestScheduler)
+    registry.register(TestDenoiser)
     registry.register(TestCaptureLatent)
     return registry
+
+
+def denoiser(scale=1.0):
+    """A tiny UNet for 4-channel latents: InjectNoise reads its latent_scale, device and dtype."""
+    from tiny_models import tiny_unet
+
+    from comfyui_genart.nodes.handles import DenoiserHandle
+
+    return DenoiserHandle(tiny_unet(), latent_scale=scale)
+
+
+def inject(**inputs):
+    """Run GenArt Inject Noise with a latent scale 1 denoiser (x_t is then add_noise of the latent itself)."""
+    from comfyui_genart.nodes.noise import InjectNoise
+
+    return run(InjectNoise(denoiser=denoiser(), **inputs))
 
 
 def ddim_handle(**config):
@@ -260,13 +289,13 @@ def test_inject_noise_by_strength_equals_diffusers_img2img(scheduler, strength):
     from diffusers import StableDiffusionImg2ImgPipeline
 
     from comfyui_genart.nodes.handles import SchedulerHandle
-    from comfyui_genart.nodes.noise import InjectNoise, prepare_noise
+    from comfyui_genart.nodes.noise import prepare_noise
 
     cls = getattr(diffusers, scheduler)
     handle = SchedulerHandle(scheduler, dict(cls().config))
     x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     latent = {"samples": x0, "batch_index": [0, 1]}
-    out = run(InjectNoise(latent=latent, scheduler=handle, seed=8, strength=strength, steps=20))
+    out = inject(latent=latent, scheduler=handle, seed=8, strength=strength, steps=20)
 
     reference = handle.fresh()
     reference.set_timesteps(20)
@@ -283,13 +312,12 @@ def test_inject_noise_by_timestep_is_the_vp_formula():
     from diffusers import DDPMScheduler
 
     from comfyui_genart.nodes.handles import SchedulerHandle
-    from comfyui_genart.nodes.noise import InjectNoise
 
     handle = SchedulerHandle("DDPMScheduler", dict(DDPMScheduler().config))
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     eps = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
-    out = run(InjectNoise(latent={"samples": x0}, scheduler=handle, by="timestep", timestep=300, steps=10,
-                          noise={"samples": eps}))
+    out = inject(latent={"samples": x0}, scheduler=handle, by="timestep", timestep=300, steps=10,
+                          noise={"samples": eps})
     abar = DDPMScheduler().alphas_cumprod[300]
     torch.testing.assert_close(out.latent["samples"], abar.sqrt() * x0 + (1 - abar).sqrt() * eps,
                                rtol=0, atol=1e-6)
@@ -305,7 +333,6 @@ def test_inject_noise_by_timestep_takes_the_first_step_at_or_below_it(scheduler)
     import diffusers
 
     from comfyui_genart.nodes.handles import SchedulerHandle
-    from comfyui_genart.nodes.noise import InjectNoise
 
     handle = SchedulerHandle(scheduler, dict(getattr(diffusers, scheduler)().config))
     schedule = handle.fresh()
@@ -314,31 +341,29 @@ def test_inject_noise_by_timestep_takes_the_first_step_at_or_below_it(scheduler)
     for k in (0, 3, 9):
         start = k * schedule.order
         t = int(schedule.timesteps[start])
-        by_strength = run(InjectNoise(latent=latent, scheduler=handle, seed=1, strength=(10 - k) / 10, steps=10))
-        by_timestep = run(InjectNoise(latent=latent, scheduler=handle, seed=1, by="timestep", timestep=min(t + 1, 999),
-                                      steps=10))
+        by_strength = inject(latent=latent, scheduler=handle, seed=1, strength=(10 - k) / 10, steps=10)
+        by_timestep = inject(latent=latent, scheduler=handle, seed=1, by="timestep", timestep=min(t + 1, 999),
+                                      steps=10)
         assert (by_timestep.timestep, by_timestep.start_step) == (by_strength.timestep, by_strength.start_step)
         assert (by_timestep.timestep, by_timestep.start_step) == (t, start)
         assert torch.equal(by_timestep.latent["samples"], by_strength.latent["samples"])
 
 
 def test_inject_noise_strength_too_small_adds_nothing():
-    from comfyui_genart.nodes.noise import InjectNoise
 
     x0 = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(3))
-    out = run(InjectNoise(latent={"samples": x0}, scheduler=ddim_handle(), strength=0.04, steps=20))
+    out = inject(latent={"samples": x0}, scheduler=ddim_handle(), strength=0.04, steps=20)
     assert torch.equal(out.latent["samples"], x0)
     assert (out.timestep, out.start_step) == (-1, 20)
 
 
 def test_inject_noise_errors_name_the_input():
-    from comfyui_genart.nodes.noise import InjectNoise
 
     latent = {"samples": torch.zeros(1, 4, 4, 4)}
     with pytest.raises(ValueError, match=r"noise has shape \(1, 4, 8, 8\) but the latent has \(1, 4, 4, 4\)"):
-        run(InjectNoise(latent=latent, scheduler=ddim_handle(), noise={"samples": torch.zeros(1, 4, 8, 8)}))
+        inject(latent=latent, scheduler=ddim_handle(), noise={"samples": torch.zeros(1, 4, 8, 8)})
     with pytest.raises(ValueError, match=r"timestep 1000 is outside .* \[0, 1000\); use a value below 1000"):
-        run(InjectNoise(latent=latent, scheduler=ddim_handle(), by="timestep", timestep=1000))
+        inject(latent=latent, scheduler=ddim_handle(), by="timestep", timestep=1000)
 
 
 def test_set_noise_mask_as_comfyui():
@@ -359,7 +384,9 @@ def test_noise_through_the_engine_is_bit_identical_across_runs(make_executor, pa
                                                                    "batch_size": 2}},
               "2": {"class_type": "GenArtNoise", "inputs": {"latent": ["1", 0], "seed": 77, "kind": "pyramid"}},
               "3": {"class_type": "GenArtInjectNoise", "inputs": {"latent": ["1", 0], "scheduler": ["4", 0],
-                                                                  "noise": ["2", 0], "strength": 0.5}},
+                                                                  "noise": ["2", 0], "strength": 0.5,
+                                                                  "denoiser": ["6", 0]}},
+              "6": {"class_type": "GenArtTestDenoiser", "inputs": {}},
               "4": {"class_type": "GenArtTestScheduler", "inputs": {}},
               "5": {"class_type": "GenArtTestCaptureLatent", "inputs": {"latent": ["3", 0]}}}
     first = make_executor(cache=False, registry=registry).run(prompt).ui["5"]["latent"][0]
