@@ -62,6 +62,21 @@ def run_cli(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "graph.run", *args], cwd=cwd, capture_output=True, text=True)
 
 
+def test_pack_tests_run_in_a_checkout_named_like_a_custom_node(tmp_path):
+    """pytest imports the checkout's __init__.py by itself when the folder name is no identifier (users clone
+    into custom_nodes/ComfyUI-GenArt): that import must not fail every test."""
+    checkout = tmp_path / "custom_nodes" / "ComfyUI-GenArt"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if name.startswith(("tests/", "__init__.py", "pyproject.toml")):
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, checkout / name)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly",
+                             "tests/test_noise.py::test_noise_gaussian_same_seed_gives_identical_bits"],
+                            cwd=checkout, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 def test_pack_cli_runs_shipped_workflow_from_repo_root(tmp_path):
     out = tmp_path / "out"
     proc = run_cli(["workflows/image-utilities.json", "--output-dir", str(out), "--quiet",
