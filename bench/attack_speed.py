@@ -3,7 +3,7 @@
     python bench/attack_speed.py [--steps 20] [--repeat 15] [--threads N] [--device cpu|cuda]
 
 Two comparisons, each run --repeat times in alternating pairs (ours, theirs; then theirs, ours):
-  classifier   nodes.attack_core.pgd with cross-entropy vs torchattacks.PGD on a small CNN (batch 32, 3x32x32);
+  classifier   core.attacks.pgd with cross-entropy vs torchattacks.PGD on a small CNN (batch 32, 3x32x32);
                the outputs are also checked bit-identical (CPU).
   encoder      the GenArt Attack Encoder PGD node (run as the engine runs it: model handed out under
                inference mode, so the node copies it first) vs torchattacks.PGD on the same autoencoder's
@@ -33,11 +33,12 @@ load_pack()
 import torchattacks  # noqa: E402
 from tiny_models import tiny_kl  # noqa: E402
 
+from comfyui_genart.core import attacks  # noqa: E402
+from comfyui_genart.core.handles import AutoencoderHandle  # noqa: E402
 from comfyui_genart.graph.context import RunContext, RunSettings  # noqa: E402
 from comfyui_genart.graph.executor import invoke  # noqa: E402
 from comfyui_genart.graph.registry import Registry  # noqa: E402
-from comfyui_genart.nodes import attack, attack_core  # noqa: E402
-from comfyui_genart.nodes.handles import AutoencoderHandle  # noqa: E402
+from comfyui_genart.nodes import attack  # noqa: E402
 
 
 def classifier() -> nn.Module:
@@ -106,7 +107,7 @@ def main() -> None:
         return F.cross_entropy(model(x), labels)
 
     def ours() -> torch.Tensor:
-        return attack_core.pgd(images, loss, eps=eps, step_size=alpha, steps=steps,
+        return attacks.pgd(images, loss, eps=eps, step_size=alpha, steps=steps,
                                generator=torch.Generator().manual_seed(0))
 
     def theirs() -> torch.Tensor:

@@ -39,14 +39,15 @@ load_pack()
 from diffusers import DDIMPipeline, DDIMScheduler  # noqa: E402
 from tiny_models import tiny_unet  # noqa: E402
 
+from comfyui_genart.core.handles import DenoiserHandle, SchedulerHandle  # noqa: E402
 from comfyui_genart.graph.cache import OutputCache  # noqa: E402
 from comfyui_genart.graph.context import RunContext, RunSettings  # noqa: E402
 from comfyui_genart.graph.executor import Executor  # noqa: E402
 from comfyui_genart.graph.node import Node, NodeOutputs  # noqa: E402
 from comfyui_genart.graph.registry import Registry  # noqa: E402
 from comfyui_genart.graph.types import Latent  # noqa: E402
-from comfyui_genart.nodes.handles import Denoiser, DenoiserHandle, Scheduler, SchedulerHandle  # noqa: E402
 from comfyui_genart.nodes.sample import SampleLatent  # noqa: E402
+from comfyui_genart.nodes.sockets import Denoiser, Scheduler  # noqa: E402
 
 UNET: Any = None
 SCHEDULER_CONFIG: dict[str, Any] = {}

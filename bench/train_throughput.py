@@ -25,10 +25,10 @@ WARMUP = 3
 
 def plain_loop(config, data, steps: int) -> float:
     """The same computation written out by hand; returns seconds per step after WARMUP steps."""
-    from comfyui_genart.nodes.dataset import BatchPlan, mix_seed
-    from comfyui_genart.nodes.vq_quantizer import EMAVectorQuantizer
-    from comfyui_genart.nodes.vqgan_loss import PatchDiscriminator, adaptive_weight, hinge_d_loss
-    from comfyui_genart.nodes.vqgan_trainer import build_vqmodel
+    from comfyui_genart.core.dataset import BatchPlan, mix_seed
+    from comfyui_genart.core.quantizer import EMAVectorQuantizer
+    from comfyui_genart.core.vqgan_losses import PatchDiscriminator, adaptive_weight, hinge_d_loss
+    from comfyui_genart.core.vqgan_trainer import build_vqmodel
 
     torch.manual_seed(config.seed)
     vq = build_vqmodel(config)
@@ -68,7 +68,7 @@ def ours(config, data, steps: int) -> float:
     """train_vqgan's seconds per step after WARMUP steps (timed between its step callbacks)."""
     from dataclasses import replace
 
-    from comfyui_genart.nodes.vqgan_trainer import train_vqgan
+    from comfyui_genart.core.vqgan_trainer import train_vqgan
 
     stamps: list[float] = []
     tmp = Path(tempfile.mkdtemp(prefix="genart-bench-"))
@@ -102,8 +102,8 @@ def main() -> int:
     from graph.run import load_pack
 
     load_pack()
-    from comfyui_genart.nodes.dataset import open_image_folder
-    from comfyui_genart.nodes.vqgan_trainer import VQGANConfig
+    from comfyui_genart.core.dataset import open_image_folder
+    from comfyui_genart.core.vqgan_trainer import VQGANConfig
 
     torch.set_num_threads(args.threads)
     config = VQGANConfig(block_channels=(32, 64), num_codes=512, embed_dim=4, l1_weight=1.0, l2_weight=1.0,

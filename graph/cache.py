@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
-
-from .weights import read_safetensors
+from safetensors.torch import load_file, save_file
 
 Outputs = tuple[Any, ...]
 
@@ -138,8 +136,14 @@ class DiskCache:
         path = self._path(key)
         if not path.exists():
             return None
-        tensors, metadata = read_safetensors(path, device)  # aligned: bits must not follow the file layout
-        return tuple(_unflatten(item, tensors) for item in json.loads(metadata["genart_layout"]))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            layout = json.loads(f.metadata()["genart_layout"])
+        # Copies in torch's own (aligned) memory: load_file's views sit where the file layout puts them, and
+        # kernels round differently on unaligned memory, so a cached input would give other bits downstream.
+        tensors = {k: v.clone().to(device) for k, v in load_file(str(path)).items()}
+        return tuple(_unflatten(item, tensors) for item in layout)
 
     def put(self, key: str, outputs: Outputs) -> bool:
         tensors: dict[str, torch.Tensor] = {}

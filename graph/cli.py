@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .api import make_settings, registry
 from .errors import NodeExecutionError, WorkflowInvalid
 from .safety import UnsafePathError
 from .workflow_io import WorkflowFileError, apply_overrides, load_workflow, sweep_overrides
@@ -22,13 +23,6 @@ if TYPE_CHECKING:
     from .context import RunSettings
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INVALID = 0, 1, 2
-
-
-def _registry() -> Any:
-    # The pack's root package assembles the node library; the engine never names node modules.
-    from .. import REGISTRY
-
-    return REGISTRY
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -85,7 +79,7 @@ def _object_info(extra_files: list[Path]) -> dict[str, Any]:
     info: dict[str, Any] = {}
     for path in extra_files:
         info.update(json.loads(path.read_text(encoding="utf-8")))
-    info.update(object_info(_registry()))
+    info.update(object_info(registry()))
     return info
 
 
@@ -113,34 +107,10 @@ def convert_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _tqdm_factory(quiet: bool) -> Any:
-    from tqdm import tqdm
-
-    def make(total: int, desc: str) -> Any:
-        return tqdm(total=total, desc=desc, leave=False, disable=quiet, file=sys.stderr, dynamic_ncols=True)
-
-    return make
-
-
 def _settings(args: argparse.Namespace) -> Any:
-    import torch
-
-    from .context import RunSettings
-    from .safety import Paths
-
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise WorkflowFileError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-    out = args.output_dir.resolve()
-    paths = Paths(input_dir=args.input_dir.resolve(), output_dir=out,
-                  temp_dir=args.temp_dir.resolve(),
-                  models_dirs=[m.resolve() for m in (args.models_dir or [Path("models")])],
-                  allow_any_path=args.allow_any_path)
-    return RunSettings(paths=paths, device=device, dtype=getattr(torch, args.dtype),
-                       progress_factory=_tqdm_factory(args.quiet))
+    return make_settings(input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=args.temp_dir,
+                         models_dirs=args.models_dir or [Path("models")], device=args.device, dtype=args.dtype,
+                         allow_any_path=args.allow_any_path, progress=not args.quiet)
 
 
 def _write_report(path: Path | None, data: dict[str, Any]) -> None:
@@ -156,7 +126,7 @@ def run_main(argv: list[str]) -> int:
     parser = _run_parser()
     args = parser.parse_args(argv)
     if args.list_nodes:
-        print(json.dumps([c.spec.json_schema() for _, c in _registry().items()], indent=2))
+        print(json.dumps([c.spec.json_schema() for _, c in registry().items()], indent=2))
         return EXIT_OK
     if args.workflow is None:
         parser.print_usage(sys.stderr)
@@ -168,7 +138,7 @@ def run_main(argv: list[str]) -> int:
         prompt, workflow = load_workflow(args.workflow, _object_info([]))
         combos = sweep_overrides(args.sweeps)
         # A sweep keeps outputs in memory between its runs, so what a value does not change runs once.
-        executor = Executor(_registry(), settings, cache=OutputCache() if len(combos) > 1 else None,
+        executor = Executor(registry(), settings, cache=OutputCache() if len(combos) > 1 else None,
                             disk_cache=DiskCache(args.cache_dir) if args.cache_dir else None)
         for combo in combos:  # every run is checked before any runs
             run_name = f" (run with {' '.join(combo)})" if combo else ""

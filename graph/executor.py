@@ -12,9 +12,9 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import ValidationError
@@ -43,9 +43,14 @@ class NodeReport:
 
 @dataclass
 class RunReport:
+    """What a run did (per node: ran or cached, seconds, memory, shapes), what output nodes showed (`ui`,
+    as ComfyUI's UI gets it), and the values: `outputs[node_id][output_name]` for the output nodes and the
+    nodes asked for with `keep`."""
+
     nodes: list[NodeReport] = field(default_factory=list)
     seconds: float = 0.0
     ui: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ran(self) -> list[str]:
@@ -164,8 +169,13 @@ class Executor:
         return validate(prompt, self.registry, self.settings, outputs)
 
     def run(self, prompt: dict[str, Any], workflow: dict[str, Any] | None = None,
-            outputs: list[str] | None = None, plan: Plan | None = None) -> RunReport:
-        """Validate (unless a plan is given) and execute; raises WorkflowInvalid or NodeExecutionError."""
+            outputs: list[str] | None = None, plan: Plan | None = None,
+            keep: Iterable[str] | Literal["all"] = ()) -> RunReport:
+        """Validate (unless a plan is given) and execute; raises WorkflowInvalid or NodeExecutionError.
+
+        `outputs`: the output nodes to run (default: all of them). `keep`: ids of other nodes whose values the
+        report should carry in `outputs` (an intermediate is otherwise freed after its last reader), or "all".
+        """
         start = time.perf_counter()
         with _gc_paused():
             if plan is None:
@@ -181,7 +191,7 @@ class Executor:
         report = RunReport()
         values: dict[str, tuple[Any, ...]] = {}
         uis: dict[str, dict[str, Any]] = {}
-        keep = set(plan.outputs)
+        kept = set(plan.order) if keep == "all" else {*plan.outputs, *keep}
         with torch.inference_mode():
             for node_id in plan.order:
                 if node_id not in hits.needed:
@@ -192,7 +202,7 @@ class Executor:
                 if node_id in alias:
                     source = alias[node_id]
                     result, status = (values[source], uis.get(source, {})), "cached"
-                    self._release(source, consumers, values, keep)
+                    self._release(source, consumers, values, kept)
                 elif node_id in hits.results:
                     result, status = hits.results[node_id], hits.status[node_id]
                 else:
@@ -200,12 +210,14 @@ class Executor:
                     status = "ran"
                     self._store(pn, keys[node_id], result)
                     for src, _ in pn.links.values():
-                        self._release(src, consumers, values, keep)
+                        self._release(src, consumers, values, kept)
                 values[node_id] = result[0]
                 report.nodes.append(NodeReport(node_id, pn.spec.class_type, status, time.perf_counter() - t0, peak,
                                                [describe(v) for v in result[0]]))
                 if result[1]:
                     uis[node_id] = report.ui[node_id] = result[1]
+        report.outputs = {node_id: dict(zip(plan.nodes[node_id].spec.output_names, values[node_id], strict=True))
+                          for node_id in plan.order if node_id in kept and node_id in values}
         report.seconds = time.perf_counter() - start
         return report
 

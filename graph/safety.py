@@ -6,10 +6,9 @@ output directory only (no `..`, no absolute paths), written atomically.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +74,9 @@ class Paths:
 
     def list_files(self, folder: str, extensions: tuple[str, ...] = (), folders: bool = False) -> list[str]:
         """Names under a folder, relative to it (what a ComfyUI combo widget lists): files with one of
-        `extensions`, and with `folders`, model folders (those holding a config file)."""
+        `extensions` (any file when none are given and `folders` is off), and with `folders`, model folders
+        (those holding a config file). A folder-only input lists no loose files, so ComfyUI's placeholder
+        files (models/text_encoders/put_text_encoder_files_here) are not offered as models."""
         names: set[str] = set()
         for root in self.roots(folder):
             for here, dirs, files in os.walk(root, followlinks=True):
@@ -84,8 +85,9 @@ class Paths:
                     names.add(rel.as_posix())
                     dirs.clear()  # a model folder is one entry: its weight files are not listed apart
                     continue
-                names.update((rel / f).as_posix() for f in files
-                             if not extensions or Path(f).suffix.lower() in extensions)
+                if extensions or not folders:
+                    names.update((rel / f).as_posix() for f in files
+                                 if not extensions or Path(f).suffix.lower() in extensions)
         return sorted(names)
 
 
@@ -147,38 +149,15 @@ def next_counter(folder: Path, stem: str) -> int:
     return highest + 1
 
 
-@functools.cache
-def default_modes() -> tuple[int, int]:
-    """(file, folder) modes a plain open() / mkdir() gives under the process umask (0644 / 0755 usually).
-
-    Temp files and folders are created private (0600 / 0700), and safetensors writes 0600 too; what we
-    hand users gets these, as ComfyUI's own outputs have. Read on first use: reading the umask means
-    setting it, which should not happen at import time.
-    """
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask, 0o777 & ~mask
-
-
-def share_modes(path: Path) -> None:
-    """Give `path` (a file, or a folder and everything in it) the default permissions."""
-    file_mode, dir_mode = default_modes()
-    if path.is_dir():
-        os.chmod(path, dir_mode)
-        for entry in path.rglob("*"):
-            os.chmod(entry, dir_mode if entry.is_dir() else file_mode)
-    else:
-        os.chmod(path, file_mode)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    """Write to a temp file in the same folder, then rename: readers never see half a file. The file gets
+    the mode a plain open() gives under the umask (0644 usually), as ComfyUI's own outputs have."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    tmp = path.parent / f".tmp-{os.getpid()}-{secrets.token_hex(6)}{path.suffix}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, default_modes()[0])
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -21,7 +21,7 @@ class WorkflowFileError(ValueError):
 def load_workflow(path: Path,
                   object_info: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(API prompt, UI workflow or None) from a .json or .png file."""
-    from .ui_format import is_ui_workflow, ui_to_api
+    from .ui_format import ui_to_api
 
     if not path.is_file():
         raise WorkflowFileError(f"workflow file {str(path)!r} does not exist")
@@ -45,8 +45,17 @@ def load_workflow(path: Path,
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WorkflowFileError(f"{path} is not valid JSON: {err}") from err
+    return parse_workflow(data, object_info, str(path))
+
+
+def parse_workflow(data: Any, object_info: Mapping[str, dict[str, Any]],
+                   name: str = "the workflow") -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(API prompt, UI workflow or None) from decoded JSON: an API prompt, a UI workflow (converted) or a
+    POST /prompt body."""
+    from .ui_format import is_ui_workflow, ui_to_api
+
     if not isinstance(data, dict):
-        raise WorkflowFileError(f"{path}: a workflow is a JSON object, got {type(data).__name__}")
+        raise WorkflowFileError(f"{name}: a workflow is a JSON object, got {type(data).__name__}")
     if is_ui_workflow(data):
         return ui_to_api(data, object_info), data
     # ComfyUI's POST /prompt body wraps the prompt; accept it as well.

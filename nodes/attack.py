@@ -16,25 +16,18 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
+from ..core.attack_losses import DiffusionLoss, encoder_loss, target_latent
+from ..core.attacks import EOTTransform, Loss, Norm, Schedule, fgsm, pgd, through_defense
+from ..core.autoencoders import grad_ready
+from ..core.defenses import DefenseTransform
+from ..core.denoising import prepare_guidance
+from ..core.noise import SEED_MAX
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_ITERATIONS
 from ..graph.types import Image, Mask, image_to_nchw, nchw_to_image
-from .attack_core import (
-    EOTTransform,
-    Loss,
-    Norm,
-    Schedule,
-    encode_images,
-    fgsm,
-    grad_ready,
-    pgd,
-    through_defense,
-)
-from .defense import Defense, DefenseTransform, pick_autoencoder
-from .denoise import check_prediction_type, prepare_guidance
-from .handles import Autoencoder, ConditioningSocket, Denoiser, DenoiserHandle, Scheduler, SchedulerHandle, VQModel
-from .noise import SEED_MAX
+from .defense import pick_autoencoder
+from .sockets import Autoencoder, ConditioningSocket, Defense, Denoiser, Scheduler, VQModel
 
 Target = Literal["zero", "target_image", "away_from_clean"]
 DefenseGradient = Literal["bpda", "exact"]
@@ -76,6 +69,10 @@ def _images(image: torch.Tensor, name: str, device: torch.device) -> torch.Tenso
     return image_to_nchw(image, name).to(device=device, dtype=torch.float32, copy=True)
 
 
+def _target_images(image: torch.Tensor | None, clean: torch.Tensor) -> torch.Tensor | None:
+    return None if image is None else _images(image, "target_image", clean.device)
+
+
 def _display(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """The perturbation as an IMAGE: 0.5 + delta / (2 max|delta|) per image (grey where nothing changed)."""
     delta = adv - clean
@@ -87,77 +84,6 @@ def _check_defense(defense: DefenseTransform | None, gradient: DefenseGradient) 
     if defense is not None and gradient == "exact" and not defense.differentiable:
         raise ValueError(f"input 'defense_gradient' = 'exact' but the defense '{defense.describe()}' is not "
                          "differentiable (its gradient is missing or zero almost everywhere); use 'bpda'")
-
-
-def _mse_per_item(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return ((a - b) ** 2).flatten(1).mean(dim=1)
-
-
-def encoder_loss(model: Any, target: Target, target_latent: torch.Tensor | None) -> Loss:
-    """The encoder objective to maximize: minus the squared distance of the latent to `target_latent`
-    (None: the zero latent), or plus it for 'away_from_clean'. Summed over the batch, so each image's
-    gradient is its own (PhotoGuard minimizes the norm: the same direction per image)."""
-    if target_latent is None:
-        return lambda images: -encode_images(model, images).pow(2).sum()
-    if target == "away_from_clean":
-        return lambda images: (encode_images(model, images) - target_latent).pow(2).sum()
-    return lambda images: -(encode_images(model, images) - target_latent).pow(2).sum()
-
-
-def target_latent(model: Any, target: Target, clean: torch.Tensor,
-                  target_image: torch.Tensor | None) -> torch.Tensor | None:
-    """The latent the encoder objective measures against; None for the zero latent."""
-    with torch.no_grad():
-        if target == "away_from_clean":
-            return encode_images(model, clean)
-        if target == "zero":
-            return None
-        if target_image is None:
-            raise ValueError("input 'target' = 'target_image' but 'target_image' is not connected; connect the "
-                             "image whose latent the attack should imitate, or choose 'zero'")
-        t = _images(target_image, "target_image", clean.device)
-        if t.shape[1:] != clean.shape[1:] or t.shape[0] not in (1, clean.shape[0]):
-            raise ValueError(f"input 'target_image' is {t.shape[0]} x {t.shape[-1]}x{t.shape[-2]} but 'image' is "
-                             f"{clean.shape[0]} x {clean.shape[-1]}x{clean.shape[-2]}; resize it to the image "
-                             "size (GenArt Resize Image), with 1 or as many images")
-        return encode_images(model, t)
-
-
-class DiffusionLoss:
-    """The denoiser's training loss on the image's latent (AdvDM): noise the latent at a random timestep,
-    predict, mean squared error against the training target. Timesteps and noise come from the CPU
-    generator, one draw per call (so EOT averages over them too)."""
-
-    def __init__(self, model: Any, denoiser: DenoiserHandle, unet: Any, scheduler: SchedulerHandle,
-                 t_range: tuple[int, int], hidden_states: torch.Tensor | None, generator: torch.Generator) -> None:
-        from diffusers import DDPMScheduler
-
-        if scheduler.class_name.startswith("FlowMatch"):
-            raise ValueError(f"input 'scheduler' is {scheduler.class_name}; the diffusion attack needs the DDPM "
-                             "noise schedule the denoiser was trained with (DDPM, DDIM, Euler, DPM-Solver, ...)")
-        check_prediction_type(denoiser, scheduler)
-        # The training noise schedule, whatever sampler the config came from.
-        self.noise_schedule = DDPMScheduler.from_config(scheduler.config)
-        self.prediction_type = self.noise_schedule.config.prediction_type
-        self.model, self.unet, self.scale = model, unet, float(denoiser.latent_scale)
-        self.t_range, self.hidden_states, self.generator = t_range, hidden_states, generator
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        z = encode_images(self.model, images) * self.scale
-        param = next(self.unet.parameters())
-        t = torch.randint(self.t_range[0], self.t_range[1] + 1, (z.shape[0],), generator=self.generator)
-        noise = torch.randn(z.shape, generator=self.generator).to(z.device)
-        t = t.to(z.device)
-        noisy = self.noise_schedule.add_noise(z, noise, t)
-        kwargs = {} if self.hidden_states is None else {"encoder_hidden_states": self.hidden_states}
-        pred = self.unet(noisy.to(param.dtype), t, return_dict=False, **kwargs)[0].float()
-        if self.prediction_type == "epsilon":
-            goal = noise
-        elif self.prediction_type == "v_prediction":
-            goal = self.noise_schedule.get_velocity(z, noise, t)
-        else:
-            goal = z
-        return _mse_per_item(pred, goal).sum()
 
 
 class AttackOutputs(NodeOutputs):
@@ -241,7 +167,8 @@ class AttackEncoderPGD(Node):
     def run(self, ctx: RunContext) -> AttackOutputs:
         model = grad_ready(pick_autoencoder(self.vqmodel, self.autoencoder))
         clean = _images(self.image, "image", next(model.parameters()).device)
-        objective = encoder_loss(model, self.target, target_latent(model, self.target, clean, self.target_image))
+        target = target_latent(model, self.target, clean, _target_images(self.target_image, clean))
+        objective = encoder_loss(model, self.target, target)
         return _run_attack(self, ctx, clean, objective, self.steps, "pgd")
 
 
@@ -273,7 +200,8 @@ class AttackEncoderFGSM(Node):
     def run(self, ctx: RunContext) -> AttackOutputs:
         model = grad_ready(pick_autoencoder(self.vqmodel, self.autoencoder))
         clean = _images(self.image, "image", next(model.parameters()).device)
-        objective = encoder_loss(model, self.target, target_latent(model, self.target, clean, self.target_image))
+        target = target_latent(model, self.target, clean, _target_images(self.target_image, clean))
+        objective = encoder_loss(model, self.target, target)
         return _run_attack(self, ctx, clean, objective, 1, "fgsm")
 
 
@@ -350,7 +278,8 @@ class AttackDiffusionPGD(Node):
         diffusion = DiffusionLoss(model, self.denoiser, unet, self.scheduler, t_range, hidden, noise_generator)
         encoder = None
         if self.encoder_weight > 0:
-            encoder = encoder_loss(model, self.target, target_latent(model, self.target, clean, self.target_image))
+            target = target_latent(model, self.target, clean, _target_images(self.target_image, clean))
+            encoder = encoder_loss(model, self.target, target)
         dw, ew = self.diffusion_weight, self.encoder_weight
 
         def objective(images: torch.Tensor) -> torch.Tensor:

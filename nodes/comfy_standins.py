@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from PIL import Image as PILImage
 from pydantic import Field
 
+from ..core.images import pil_to_tensor
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
 from ..graph.types import Image, Mask
-from .io import IMAGE_EXTENSIONS, check_image_file, check_prefix, pil_to_tensor, save_images
+from .io import IMAGE_EXTENSIONS, check_image_file, check_prefix, save_images
 
 
 class ComfyLoadImage(Node):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..core.latents import latent_samples
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.types import Image, Latent, nchw_to_image
-from .handles import Autoencoder, VQModel
-from .noise import latent_samples
+from .sockets import Autoencoder, VQModel
 
 
 def model_to_image(x: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,12 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from ..core.handles import AutoencoderHandle, VQModelHandle
+from ..core.noise import SEED_MAX, prepare_noise
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.types import Image, Latent, check_image, image_to_nchw
-from .handles import Autoencoder, AutoencoderHandle, VQModel, VQModelHandle
-from .noise import SEED_MAX, prepare_noise
+from .sockets import Autoencoder, VQModel
 
 
 def image_to_model(image: torch.Tensor, handle: VQModelHandle | AutoencoderHandle) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..core.images import pattern_images
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_BATCH, MAX_PIXELS, MAX_RESOLUTION
@@ -46,22 +47,9 @@ class PatternImage(Node):
         return pixel_budget(constants, "batch_size")
 
     def run(self, ctx: RunContext) -> Outputs:
-        ys = torch.arange(self.height, dtype=torch.float32)[:, None].expand(self.height, self.width)
-        xs = torch.arange(self.width, dtype=torch.float32)[None, :].expand(self.height, self.width)
-        colour = torch.tensor([self.red, self.green, self.blue])
-        images = []
-        for i in range(self.batch_size):
-            if self.pattern == "gradient":
-                u = (xs + i) % self.width / max(self.width - 1, 1)
-                v = ys / max(self.height - 1, 1)
-                img = torch.stack([u, v, 1 - 0.5 * (u + v)], dim=-1)
-            elif self.pattern == "checkerboard":
-                on = (((xs + i) // self.cell + ys // self.cell) % 2)[..., None]
-                img = on * colour + (1 - on) * (1 - colour)
-            else:
-                img = colour.expand(self.height, self.width, 3).clone()
-            images.append(img)
-        return self.Outputs(image=torch.stack(images).contiguous())
+        images = pattern_images(self.pattern, self.batch_size, self.width, self.height, self.cell,
+                                (self.red, self.green, self.blue))
+        return self.Outputs(image=images)
 
 
 class ResizeImage(Node):

@@ -5,12 +5,11 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 from PIL import Image as PILImage
-from PIL import ImageOps
 from pydantic import Field
 
+from ..core.images import pil_to_tensor, tensor_to_pil
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
 from ..graph.pngmeta import png_bytes
@@ -18,31 +17,6 @@ from ..graph.safety import MAX_PIXELS, UnsafePathError, atomic_write, next_count
 from ..graph.types import Image, Mask
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-def pil_to_tensor(image: PILImage.Image) -> tuple[torch.Tensor, torch.Tensor]:
-    """(IMAGE [1, H, W, 3], MASK [1, H, W]) as ComfyUI's LoadImage makes them.
-
-    The mask is 1 - alpha (ComfyUI's convention: 1 marks the area to inpaint), zeros without alpha.
-    """
-    image = ImageOps.exif_transpose(image) or image
-    if image.mode == "I":
-        image = image.point(lambda v: v * (1 / 255))
-    rgb = torch.from_numpy(np.array(image.convert("RGB")).astype(np.float32) / 255.0)[None]
-    if "A" in image.getbands():
-        alpha = np.array(image.getchannel("A")).astype(np.float32) / 255.0
-        mask = 1.0 - torch.from_numpy(alpha)
-    else:
-        mask = torch.zeros(rgb.shape[1:3], dtype=torch.float32)
-    return rgb, mask[None]
-
-
-def tensor_to_pil(image: torch.Tensor) -> PILImage.Image:
-    """One [H, W, C] image in [0, 1] to 8-bit, truncating like ComfyUI's SaveImage (bit-compatible files)."""
-    array = np.clip(255.0 * image.detach().float().cpu().numpy(), 0, 255).astype(np.uint8)
-    if array.shape[-1] == 1:
-        array = array[..., 0]
-    return PILImage.fromarray(array)
 
 
 def save_images(images: torch.Tensor, folder_root: Path, prefix: str, ctx: RunContext, kind: str,

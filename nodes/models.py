@@ -11,58 +11,41 @@ nodes can backpropagate through them), in eval mode, with `requires_grad` off.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
 
+from ..core.formats.common import DTYPES, ModelLoadError, finish
+from ..core.formats.diffusers_folders import (
+    UNET_CLASSES,
+    find_model,
+    load_model,
+    trained_latent_scale,
+    trained_prediction_type,
+)
+from ..core.formats.schedulers import (
+    CLIPPING_KINDS,
+    SCHEDULER_CLASSES,
+    SchedulerKind,
+    load_scheduler_config,
+    scheduler_handle,
+)
+from ..core.formats.sd1_checkpoint import SD15_CONFIG, SD_PARTS, SHIPPED_CONFIGS, load_sd1_checkpoint
+from ..core.formats.single_file import single_file_bytes
+from ..core.formats.text_encoders import find_text_encoder, load_tokenizer
+from ..core.handles import AutoencoderHandle, DenoiserHandle, TextEncoderHandle, VQModelHandle
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs, Widget
 from ..graph.safety import UnsafePathError, atomic_write, confine, next_counter, output_prefix, ui_file
-from ..graph.weights import load_state_dict, own_memory, read_safetensors, storages
-from .handles import (
-    TRAINING_FILE,
-    Autoencoder,
-    AutoencoderHandle,
-    Denoiser,
-    DenoiserHandle,
-    Scheduler,
-    SchedulerHandle,
-    TextEncoder,
-    TextEncoderHandle,
-    VQModel,
-    VQModelHandle,
-)
 from .io import check_prefix
+from .sockets import Autoencoder, Denoiser, Scheduler, TextEncoder, VQModel
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 DtypeChoice = Literal["auto", "float32", "float16", "bfloat16"]
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICE_HELP = "where the model lives: 'auto' = the run's device (--device, or ComfyUI's), 'cpu' or 'cuda'"
 DTYPE_HELP = "weight precision: 'auto' = the run's dtype (--dtype, float32 by default), float32, float16 or bfloat16"
-
-# Config folders shipped with the pack (found after the models folders' own `configs/`).
-SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
-SD15_CONFIG = "stable-diffusion-v1-5"
-# Which of our nodes loads which diffusers class (for "use that node instead" hints).
-LOADER_FOR = {"VQModel": "GenArtLoadVQModel", "AutoencoderKL": "GenArtLoadAutoencoder",
-              "UNet2DModel": "GenArtLoadDenoiser", "UNet2DConditionModel": "GenArtLoadDenoiser"}
-UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
-TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
-# SD 1.x checkpoints (LDM layout): where each component's weights live.
-LDM_UNET = "model.diffusion_model."
-LDM_EMA = "model_ema."
-LDM_VAE = "first_stage_model."
-LDM_CLIP = "cond_stage_model.transformer."
-
-
-class ModelLoadError(ValueError):
-    """A model file or folder is missing, of the wrong kind, or does not match its config."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -88,73 +71,6 @@ def device_problems(constants: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
-def finish(model: Any, device: torch.device, dtype: torch.dtype, owned: bool = False) -> Any:
-    """On its device and dtype, in eval mode, frozen, every weight in memory torch allocated.
-
-    Loaders that read through a memory map (diffusers' and transformers' from_pretrained) leave weights at
-    addresses that follow the file layout, and CPU kernels round differently on unaligned memory: what the
-    cast or move did not already copy is copied here, so a model gives the same bits wherever its file lives.
-    `owned`: the weights were read into torch's own memory already (`read_safetensors`).
-    """
-    loaded = set() if owned else storages(model)
-    if getattr(model, "_keep_in_fp32_modules", None):
-        model = model.to(device=device, dtype=dtype)  # diffusers keeps those modules in float32
-    else:
-        # diffusers' own .to() warns about float32 modules on every dtype cast, even when there are none.
-        model = torch.nn.Module.to(model, device=device, dtype=dtype)
-    own_memory(model, loaded)
-    return model.eval().requires_grad_(False)
-
-
-@contextlib.contextmanager
-def empty_weights() -> Iterator[None]:
-    """Build modules with parameters on the meta device (no memory, no random init) when accelerate is
-    installed; buffers stay real, so non-persistent ones (CLIP's position_ids) keep their values."""
-    try:
-        from accelerate import init_empty_weights
-    except ImportError:  # plain construction: slower, same result once the weights are assigned
-        yield
-        return
-    with init_empty_weights(include_buffers=False):
-        yield
-
-
-def empty_model(make: Callable[[], Any]) -> Any:
-    with empty_weights():
-        return make()
-
-
-def fill_strict(model: Any, state: dict[str, torch.Tensor], what: str) -> Any:
-    """`model` (built by `empty_model`) holding `state`, which must be exactly its weights, same shapes."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the config"
-             for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} with another shape (e.g. {'; '.join(wrong[:3])})")
-        raise ModelLoadError(f"{what}: the weights do not match the config: {'; '.join(parts)}. "
-                             "Check that the file and the config describe the same architecture")
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{what}: {path} cannot be read as JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{what}: {path} holds a JSON {type(data).__name__}, expected an object")
-    return data
-
-
 def model_path(ctx: RunContext, kind: str, name: str, input_name: str) -> Path:
     """The file or folder `name` inside the models/<kind> folders; a clear error when it is not there."""
     path = ctx.paths.resolve_input(f"models/{kind}", name)
@@ -171,104 +87,6 @@ def model_path(ctx: RunContext, kind: str, name: str, input_name: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------------
 # Diffusers models: a folder, a component of a pipeline folder, or our single file
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a diffusers model's weights are: a folder with config.json, or one of our single files."""
-
-    path: Path
-    class_name: str
-    config: dict[str, Any] | None = None  # single files: the config from the metadata
-
-
-def find_model(path: Path, name: str, input_name: str, accepted: tuple[str, ...], node: str) -> ModelSource:
-    """Read only configs and headers: which model `path` holds, checked against the classes `node` loads."""
-    if path.is_dir():
-        source = _find_in_folder(path, name, input_name, accepted)
-    elif path.suffix.lower() == ".safetensors":
-        source = _single_file_source(path, name, input_name)
-    else:
-        raise ModelLoadError(f"{input_name} {name!r} is a {path.suffix or 'suffix-less'} file; {node} reads a "
-                             "diffusers folder or a .safetensors file written by GenArt Save Model")
-    if source.class_name not in accepted:
-        hint = (f"load it with {LOADER_FOR[source.class_name]} instead" if source.class_name in LOADER_FOR
-                else "this node cannot use it")
-        raise ModelLoadError(f"{input_name} {name!r} holds a model of class {source.class_name}; {node} loads "
-                             f"{' or '.join(accepted)}: {hint}")
-    return source
-
-
-def _find_in_folder(path: Path, name: str, input_name: str, accepted: tuple[str, ...]) -> ModelSource:
-    config_file = path / "config.json"
-    if config_file.is_file():
-        config = read_json(config_file, input_name)
-        class_name = config.get("_class_name")
-        if not isinstance(class_name, str):
-            kind = config.get("model_type") or (config.get("architectures") or ["an unknown model"])[0]
-            raise ModelLoadError(f"{input_name} {name!r}: its config.json has no '_class_name', so it is not a "
-                                 f"diffusers model folder (it describes {kind})")
-        return ModelSource(path, class_name)
-    index_file = path / "model_index.json"
-    if index_file.is_file():
-        index = read_json(index_file, input_name)
-        parts = {k: v[1] for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1]}
-        matches = [k for k, cls in parts.items() if cls in accepted and (path / k / "config.json").is_file()]
-        if len(matches) == 1:
-            return ModelSource(path / matches[0], parts[matches[0]])
-        listed = ", ".join(f"{k} ({cls})" for k, cls in parts.items()) or "none"
-        if not matches:
-            raise ModelLoadError(f"{input_name} {name!r} is a pipeline folder without a {' or '.join(accepted)} "
-                                 f"component (it has: {listed})")
-        raise ModelLoadError(f"{input_name} {name!r} is a pipeline folder with several {' or '.join(accepted)} "
-                             f"components ({', '.join(matches)}); pick one: {name}/{matches[0]}")
-    raise ModelLoadError(f"{input_name} {name!r} is a folder without config.json or model_index.json; a diffusers "
-                         "model folder holds config.json next to its weights")
-
-
-def _single_file_source(path: Path, name: str, input_name: str) -> ModelSource:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise ModelLoadError(f"{input_name} {name!r} cannot be read as safetensors ({err})") from err
-    if "config" not in metadata:
-        if (path.parent / "config.json").is_file():
-            folder = Path(name).parent.as_posix()
-            raise ModelLoadError(f"{input_name} {name!r} is the weights file inside the diffusers folder "
-                                 f"{folder!r}; choose the folder {folder!r} instead")
-        raise ModelLoadError(f"{input_name} {name!r} has no 'config' in its safetensors metadata, so it is not a "
-                             "GenArt single-file model (those are written by GenArt Save Model); for a Stable "
-                             "Diffusion 1.x checkpoint use GenArt Load SD1.5 Checkpoint")
-    try:
-        config = json.loads(metadata["config"])
-    except ValueError as err:
-        raise ModelLoadError(f"{input_name} {name!r}: the 'config' metadata is not valid JSON ({err})") from err
-    class_name = metadata.get("class_name") or (config.get("_class_name") if isinstance(config, dict) else None)
-    if not isinstance(config, dict) or not isinstance(class_name, str):
-        raise ModelLoadError(f"{input_name} {name!r}: the metadata needs a JSON object 'config' and a "
-                             "'class_name' (or '_class_name' inside the config)")
-    return ModelSource(path, class_name, config)
-
-
-def load_model(source: ModelSource, name: str, device: torch.device, dtype: torch.dtype) -> Any:
-    """The diffusers model `source` points at, with its weights, on `device` in `dtype`."""
-    import diffusers
-
-    cls = getattr(diffusers, source.class_name)
-    with torch.inference_mode(False):
-        if source.config is None:
-            try:
-                model = cls.from_pretrained(source.path, local_files_only=True, torch_dtype=dtype)
-            except (OSError, ValueError, RuntimeError) as err:
-                raise ModelLoadError(f"{name!r}: diffusers could not load {source.path}: {err}") from err
-            return finish(model, device, dtype)
-        config = source.config
-        model = fill_strict(empty_model(lambda: cls.from_config(config)), read_safetensors(source.path)[0],
-                            repr(name))
-        return finish(model, device, dtype, owned=True)
 
 
 def model_file_problems(constants: dict[str, Any], ctx: RunContext, kind: str, accepted: tuple[str, ...],
@@ -373,64 +191,8 @@ class LoadDenoiser(Node):
                                                     prediction_type=trained_prediction_type(path)))
 
 
-def _recorded(path: Path, places: tuple[tuple[str, tuple[str, ...]], ...], kind: type) -> Any:
-    """The first value of type `kind` found at `keys` in one of the JSON files (relative to `path`)."""
-    for file, keys in places:
-        record = path / file
-        if record.is_file():
-            try:
-                value: Any = json.loads(record.read_text())
-                for key in keys:
-                    value = value.get(key)
-            except (OSError, ValueError, AttributeError):
-                continue
-            if isinstance(value, kind) and not isinstance(value, bool):
-                return value
-    return None
-
-
-def trained_prediction_type(path: Path) -> str | None:
-    """What a UNet folder says it predicts: genart_training.json (written by GenArt training), or for a
-    diffusers pipeline folder its scheduler's config, as the pipelines themselves read it. None if neither."""
-    return _recorded(path, ((TRAINING_FILE, ("config", "prediction_type")),
-                            ("scheduler/scheduler_config.json", ("prediction_type",))), str)
-
-
-def trained_latent_scale(path: Path) -> float | None:
-    """The latent scale a UNet folder records: genart_training.json, or for a diffusers pipeline folder its
-    autoencoder's scaling_factor (vae/ or vqvae/), as the pipelines read it. None if none does."""
-    value = _recorded(path, ((TRAINING_FILE, ("latent_scale",)), ("vae/config.json", ("scaling_factor",)),
-                             ("vqvae/config.json", ("scaling_factor",))), (int, float))
-    return float(value) if value else None
-
-
 # ---------------------------------------------------------------------------------------------------
 # Schedulers
-
-SchedulerKind = Literal["DDPM", "DDIM", "Euler", "EulerAncestral", "DPMSolverMultistep", "UniPC", "LCM"]
-SCHEDULER_CLASSES = {
-    "DDPM": "DDPMScheduler", "DDIM": "DDIMScheduler", "Euler": "EulerDiscreteScheduler",
-    "EulerAncestral": "EulerAncestralDiscreteScheduler", "DPMSolverMultistep": "DPMSolverMultistepScheduler",
-    "UniPC": "UniPCMultistepScheduler", "LCM": "LCMScheduler",
-}
-CLIPPING_KINDS = ("DDPM", "DDIM", "LCM")  # the schedulers with a clip_sample option
-
-
-def scheduler_handle(class_name: str, config: dict[str, Any], what: str) -> SchedulerHandle:
-    """A handle for a diffusers scheduler class (only real scheduler classes; names come from files)."""
-    import diffusers
-    from diffusers import SchedulerMixin
-
-    cls = getattr(diffusers, class_name, None) if class_name.isidentifier() else None
-    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-        raise ModelLoadError(f"{what}: {class_name!r} is not a diffusers scheduler class; use one such as "
-                             "DDIMScheduler, EulerDiscreteScheduler or DPMSolverMultistepScheduler")
-    try:  # fail here, not in the sampler, on a bad config
-        scheduler = cls.from_config(config)
-    except (TypeError, ValueError, NotImplementedError) as err:
-        raise ModelLoadError(f"{what}: {class_name} refused its config: {err}") from err
-    public = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    return SchedulerHandle(class_name, public)
 
 
 class LoadScheduler(Node):
@@ -479,23 +241,6 @@ class LoadScheduler(Node):
         return self.Outputs(scheduler=scheduler_handle(SCHEDULER_CLASSES[self.kind], config, "kind"))
 
 
-def find_scheduler_config(path: Path, name: str, input_name: str) -> Path:
-    """scheduler_config.json in a scheduler folder, in a pipeline folder's scheduler/, or the file itself."""
-    for candidate in (path, path / "scheduler_config.json", path / "scheduler" / "scheduler_config.json"):
-        if candidate.is_file():
-            return candidate
-    raise ModelLoadError(f"{input_name} {name!r} holds no scheduler_config.json (nor scheduler/scheduler_config"
-                         ".json); point it at a diffusers scheduler folder or its JSON file")
-
-
-def load_scheduler_config(path: Path, name: str, input_name: str) -> SchedulerHandle:
-    config = read_json(find_scheduler_config(path, name, input_name), input_name)
-    class_name = config.get("_class_name")
-    if not isinstance(class_name, str):
-        raise ModelLoadError(f"{input_name} {name!r}: the scheduler config has no '_class_name'")
-    return scheduler_handle(class_name, config, f"{input_name} {name!r}")
-
-
 class LoadSchedulerConfig(Node):
     """Load a diffusers noise scheduler from its folder (scheduler_config.json), as from_pretrained does."""
 
@@ -528,35 +273,6 @@ class LoadSchedulerConfig(Node):
 
 # ---------------------------------------------------------------------------------------------------
 # CLIP text encoder + tokenizer
-
-
-def find_text_encoder(path: Path, name: str, input_name: str) -> tuple[Path, Path]:
-    """(encoder folder, tokenizer folder): one folder holding both, or a pipeline's text_encoder/ + tokenizer/."""
-    if not path.is_dir():
-        raise ModelLoadError(f"{input_name} {name!r} is a file; a CLIP text encoder is a folder (config.json, "
-                             "weights, vocab.json + merges.txt)")
-    if (path / "config.json").is_file():
-        encoder, tokenizer = path, path
-    elif (path / "text_encoder" / "config.json").is_file():
-        encoder, tokenizer = path / "text_encoder", path / "tokenizer"
-    else:
-        raise ModelLoadError(f"{input_name} {name!r} holds neither config.json nor text_encoder/config.json")
-    config = read_json(encoder / "config.json", input_name)
-    model_type = config.get("model_type")
-    if model_type not in ("clip_text_model", "clip"):
-        found = model_type or config.get("_class_name") or "unknown"
-        raise ModelLoadError(f"{input_name} {name!r} holds a model of type {found}; this node loads CLIP text "
-                             "encoders (model_type 'clip_text_model')")
-    if not any(all((tokenizer / f).is_file() for f in files) for files in TOKENIZER_FILES):
-        raise ModelLoadError(f"{input_name} {name!r}: no CLIP tokenizer in {tokenizer} (needs vocab.json + "
-                             "merges.txt, or tokenizer.json)")
-    return encoder, tokenizer
-
-
-def load_tokenizer(folder: Path) -> Any:
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 class LoadTextEncoder(Node):
@@ -605,8 +321,6 @@ class LoadTextEncoder(Node):
 # ---------------------------------------------------------------------------------------------------
 # Stable Diffusion 1.x single-file checkpoints
 
-SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-
 
 def resolve_config_folder(ctx: RunContext, name: str) -> Path:
     """A diffusers config folder from the models/configs folders, else from the configs shipped with the pack."""
@@ -624,109 +338,6 @@ def resolve_config_folder(ctx: RunContext, name: str) -> Path:
         raise ModelLoadError(f"config {name!r} ({path}) lacks {', '.join(p + '/' for p in missing)}; a config folder "
                              f"is a diffusers pipeline folder without weights, like {SD15_CONFIG}")
     return path
-
-
-def _prefixes(state: dict[str, Any]) -> str:
-    heads = sorted({".".join(k.split(".")[:2]) for k in state})
-    return ", ".join(heads[:8]) + (", ..." if len(heads) > 8 else "")
-
-
-def _component(state: dict[str, torch.Tensor], prefix: str, what: str, name: str) -> dict[str, torch.Tensor]:
-    part = {k: v for k, v in state.items() if k.startswith(prefix)}
-    if not part:
-        raise ModelLoadError(
-            f"ckpt_name {name!r} holds no {what} weights under {prefix!r}, so it is not a full Stable Diffusion 1.x "
-            f"checkpoint (its keys start with: {_prefixes(state)}). SD 2.x keeps OpenCLIP at cond_stage_model.model., "
-            "SDXL uses conditioner.*; neither is SD 1.x")
-    return part
-
-
-def _ema_unet(state: dict[str, torch.Tensor], unet: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    """The UNet's EMA weights: LDM stores them flattened, model_ema.diffusion_modelinput_blocks00weight."""
-    flat = {k: LDM_EMA + ("diffusion_model." + k[len(LDM_UNET):]).replace(".", "") for k in unet}
-    absent = [v for v in flat.values() if v not in state]
-    if absent:
-        raise ModelLoadError(f"use_ema is on but ckpt_name {name!r} has no EMA copy of {len(absent)} UNet weights "
-                             f"(e.g. {absent[0]}); turn use_ema off (pruned 'emaonly' files already hold the EMA "
-                             "weights as the model)")
-    return {k: state[flat[k]] for k in unet}
-
-
-def _converted(converted: dict[str, Any], what: str, name: str) -> dict[str, Any]:
-    """Diffusers' converters leave None for an LDM key they expected and did not find."""
-    absent = [k for k, v in converted.items() if v is None]
-    if absent:
-        raise ModelLoadError(f"ckpt_name {name!r}: the {what} lacks weights the config needs (e.g. {absent[0]}); "
-                             "does the config folder match this checkpoint?")
-    return converted
-
-
-def _all_used(converted: dict[str, Any], source: dict[str, torch.Tensor], what: str, name: str) -> None:
-    """The converters map LDM keys one to one and skip keys they do not know: none may be left over."""
-    if len(converted) != len(source):
-        raise ModelLoadError(f"ckpt_name {name!r}: {len(source)} {what} weights in the file but only "
-                             f"{len(converted)} belong to the config's architecture; does the config folder match "
-                             "this checkpoint?")
-
-
-def clip_state(clip: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """LDM CLIP keys (with or without 'text_model.') to the loaded transformers version's layout."""
-    wrapped = any(k.startswith("text_model.") for k in model_keys)
-    out = {}
-    for key, value in clip.items():
-        bare = key[len(LDM_CLIP):].removeprefix("text_model.")
-        if bare == "embeddings.position_ids":  # a fixed arange (corrupted in some files); rebuilt by the model
-            continue
-        out["text_model." + bare if wrapped else bare] = value
-    return out
-
-
-@dataclass
-class SD1Models:
-    unet: Any
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
-    scheduler: SchedulerHandle
-
-
-def build_sd1_models(state: dict[str, torch.Tensor], name: str, config_dir: Path, use_ema: bool) -> tuple[Any, ...]:
-    """(UNet, VAE, CLIP text encoder) from an LDM-layout SD 1.x state dict, converted with diffusers'
-    own converters and filled strictly: every weight used, none missing, shapes as the config says."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    unet_ldm = _component(state, LDM_UNET, "UNet", name)
-    vae_ldm = _component(state, LDM_VAE, "VAE", name)
-    clip_ldm = _component(state, LDM_CLIP, "CLIP text encoder", name)
-    if use_ema:
-        unet_ldm = _ema_unet(state, unet_ldm, name)
-
-    unet_config = UNet2DConditionModel.load_config(config_dir / "unet", local_files_only=True)
-    unet_sd = _converted(convert_ldm_unet_checkpoint(unet_ldm, dict(unet_config)), "UNet", name)
-    unet = fill_strict(empty_model(lambda: UNet2DConditionModel.from_config(unet_config)), unet_sd,
-                       f"{name!r} UNet")
-    _all_used(unet_sd, unet_ldm, "UNet", name)
-
-    vae_config = AutoencoderKL.load_config(config_dir / "vae", local_files_only=True)
-    vae_sd = _converted(convert_ldm_vae_checkpoint(vae_ldm, dict(vae_config)), "VAE", name)
-    vae = fill_strict(empty_model(lambda: AutoencoderKL.from_config(vae_config)), vae_sd, f"{name!r} VAE")
-    _all_used(vae_sd, vae_ldm, "VAE", name)
-
-    clip_config = CLIPTextConfig.from_pretrained(str(config_dir / "text_encoder"), local_files_only=True)
-    clip = empty_model(lambda: CLIPTextModel(clip_config))
-    clip = fill_strict(clip, clip_state(clip_ldm, set(clip.state_dict())), f"{name!r} CLIP text encoder")
-    return unet, vae, clip
-
-
-def load_sd1_checkpoint(path: Path, name: str, config_dir: Path, use_ema: bool, device: torch.device,
-                        dtype: torch.dtype) -> SD1Models:
-    with torch.inference_mode(False):
-        unet, vae, clip = (finish(m, device, dtype, owned=True)
-                           for m in build_sd1_models(load_state_dict(path), name, config_dir, use_ema))
-    scheduler = load_scheduler_config(config_dir / "scheduler", f"{config_dir.name}/scheduler", "config")
-    return SD1Models(unet, vae, clip, load_tokenizer(config_dir / "tokenizer"), scheduler)
 
 
 class LoadSD15Checkpoint(Node):
@@ -789,15 +400,6 @@ class LoadSD15Checkpoint(Node):
 
 # ---------------------------------------------------------------------------------------------------
 # Saving
-
-
-def single_file_bytes(model: Any) -> bytes:
-    """A GenArt single-file model: the weights, with the config and class name in the metadata."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    metadata = {"config": model.to_json_string(), "class_name": type(model).__name__, "format": "pt"}
-    return save(tensors, metadata=metadata)
 
 
 class SaveModel(Node):

@@ -5,114 +5,20 @@ Also the latents that noise goes with: an empty latent, noise injected at a stre
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
+from ..core.denoising import STATE_KEY, begin_denoising, injection_step
+from ..core.latents import batch_index_of, latent_samples
+from ..core.noise import SEED_MAX, gaussian_like, offset_noise, pyramid_noise
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs
 from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS
 from ..graph.types import IntSocket, Latent, Mask
-from .handles import Denoiser, Scheduler
 from .image import pixel_budget
-
-# ComfyUI's seed range (KSampler's noise_seed): any unsigned 64-bit integer.
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
-# Odd 64-bit constant (golden ratio) that spreads derived seeds for the extra noise components.
-_SEED_STRIDE = 0x9E3779B97F4A7C15
-# prepare_noise draws every index below the largest one: bound the work a workflow can ask for.
-MAX_BATCH_INDEX = 65535
-
-
-def prepare_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None = None,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Gaussian noise of `shape` [B, C, h, w], drawn on the CPU exactly as ComfyUI's prepare_noise.
-
-    Without `batch_index` it is one draw of the whole shape from a generator seeded with `seed`.
-    With it (ComfyUI's latent "batch_index"), draws of shape [1, C, h, w] are taken in order for
-    indices 0..max, and item i gets the draw of its own index, so an item's noise does not depend on
-    which other items are in the batch.
-    """
-    return prepare_noise_and_generator(shape, seed, batch_index, dtype)[0]
-
-
-def prepare_noise_and_generator(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None = None,
-                                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Generator]:
-    """`prepare_noise` and the generator that drew it, whose stream continues (stochastic schedulers
-    go on drawing from it, as a diffusers pipeline continues its one generator)."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    if batch_index is None:
-        return torch.randn(tuple(shape), dtype=dtype, generator=generator, device="cpu"), generator
-    wanted = set(batch_index)
-    draws = {}
-    for i in range(max(wanted) + 1):
-        draw = torch.randn((1, *shape[1:]), dtype=dtype, generator=generator, device="cpu")
-        if i in wanted:
-            draws[i] = draw
-    return torch.cat([draws[i] for i in batch_index], dim=0), generator
-
-
-def derived_seed(seed: int, component: int) -> int:
-    """Seed of an extra noise component (offset, pyramid level): distinct per component, in [0, 2**64)."""
-    return (seed + component * _SEED_STRIDE) % (SEED_MAX + 1)
-
-
-def latent_samples(latent: Any, input_name: str = "latent") -> torch.Tensor:
-    """The `samples` tensor [B, C, h, w] of a LATENT, with an error that names the input otherwise."""
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-        got = type(latent).__name__ if not isinstance(latent, dict) else f"keys {sorted(latent)}"
-        if isinstance(samples, torch.Tensor):
-            got = f"samples of shape {tuple(samples.shape)}"
-        raise ValueError(f"{input_name} must be a LATENT dict with 'samples' [B, C, h, w]; got {got}")
-    return samples
-
-
-def batch_index_of(latent: dict[str, Any], batch: int, input_name: str = "latent") -> list[int] | None:
-    """The latent's "batch_index" (ComfyUI's per-item noise indices), checked against its batch size."""
-    index = latent.get("batch_index")
-    if index is None:
-        return None
-    if (not isinstance(index, (list, tuple)) or len(index) != batch
-            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_BATCH_INDEX for i in index)):
-        raise ValueError(f"{input_name}['batch_index'] must list one integer in [0, {MAX_BATCH_INDEX}] per item "
-                         f"({batch} items), got {index!r}; drop the key to number the items 0..{batch - 1}")
-    return list(index)
-
-
-def gaussian_like(samples: torch.Tensor, seed: int, batch_index: Sequence[int] | None) -> torch.Tensor:
-    """ComfyUI's noise for a latent: prepare_noise in the latent's dtype, moved to its device."""
-    return prepare_noise(samples.shape, seed, batch_index, dtype=samples.dtype).to(samples.device)
-
-
-def offset_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None, offset: float) -> torch.Tensor:
-    """Gaussian noise plus `offset` * a per-channel constant: randn(B, C, h, w) + offset * randn(B, C, 1, 1).
-
-    The constant shifts each channel's mean, which lets a model learn to change overall brightness.
-    """
-    b, c = shape[0], shape[1]
-    base = prepare_noise(shape, seed, batch_index)
-    shift = prepare_noise((b, c, 1, 1), derived_seed(seed, 1), batch_index)
-    return base + offset * shift
-
-
-def pyramid_noise(shape: Sequence[int], seed: int, batch_index: Sequence[int] | None, discount: float,
-                  levels: int) -> torch.Tensor:
-    """Multi-resolution noise: sum over i = 0..levels of discount**i * (gaussian at size (h, w) / 2**i,
-    bilinearly upsampled to (h, w)), stopping at the first level of 1x1; each item is then divided by
-    its own standard deviation (so it has std 1 and does not depend on the other items)."""
-    b, c, h, w = shape
-    noise = prepare_noise(shape, seed, batch_index)
-    for i in range(1, levels + 1):
-        hi, wi = max(1, h >> i), max(1, w >> i)
-        coarse = prepare_noise((b, c, hi, wi), derived_seed(seed, i), batch_index)
-        noise = noise + discount**i * F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-        if hi == 1 and wi == 1:
-            break
-    return noise / noise.std(dim=(1, 2, 3), keepdim=True)
+from .sockets import Denoiser, Scheduler
 
 
 class EmptyLatent(Node):
@@ -251,37 +157,20 @@ class InjectNoise(Node):
                                  "noise is drawn from `seed`")
 
     def run(self, ctx: RunContext) -> InjectNoiseOutputs:
-        from .denoise import STATE_KEY, begin_denoising  # denoise builds on this module's noise
-
         x0 = latent_samples(self.latent)
-        if self.noise is not None:
-            eps = latent_samples(self.noise, "noise")
-            if eps.shape != x0.shape:
-                raise ValueError(f"noise has shape {tuple(eps.shape)} but the latent has {tuple(x0.shape)}; "
-                                 "make the noise from this latent (GenArt Noise) or leave `noise` unlinked")
-        schedule = self.scheduler.fresh()
-        if not hasattr(schedule, "add_noise"):
-            raise ValueError(f"scheduler {self.scheduler.class_name} has no add_noise; use a scheduler such as "
-                             "DDIMScheduler, DDPMScheduler or EulerDiscreteScheduler")
-        schedule.set_timesteps(self.steps)
-        timesteps, order = schedule.timesteps, schedule.order
-        if self.by == "strength":
-            start = (self.steps - min(int(self.steps * self.strength), self.steps)) * order
-        else:
-            limit = int(schedule.config.num_train_timesteps)
-            if self.timestep >= limit:
-                raise ValueError(f"timestep {self.timestep} is outside this scheduler's training schedule "
-                                 f"[0, {limit}); use a value below {limit}")
-            steps_at_or_below = (i for i in range(0, len(timesteps), order) if timesteps[i] <= self.timestep)
-            start = next(steps_at_or_below, len(timesteps))
+        if self.noise is not None and latent_samples(self.noise, "noise").shape != x0.shape:
+            raise ValueError(f"noise has shape {tuple(self.noise['samples'].shape)} but the latent has "
+                             f"{tuple(x0.shape)}; make the noise from this latent (GenArt Noise) or leave `noise` "
+                             "unlinked")
+        level = self.strength if self.by == "strength" else self.timestep
+        start, total, t = injection_step(self.scheduler, self.steps, self.by, level)
         clean = {k: v for k, v in self.latent.items() if k != STATE_KEY}  # x_0 is what it holds now
-        if start >= len(timesteps):
-            return InjectNoiseOutputs(latent=clean, timestep=-1, start_step=len(timesteps))
+        if start >= total:
+            return InjectNoiseOutputs(latent=clean, timestep=-1, start_step=total)
         denoising = begin_denoising(self.denoiser, self.scheduler, clean, seed=self.seed, steps=self.steps,
-                                    start=start, add_noise=True, noise=self.noise, start_input="strength",
+                                    start=start, add_noise=True, noise=self.noise, start_input=self.by,
                                     from_latent=True)
-        return InjectNoiseOutputs(latent=denoising.output(clean, denoising.samples()), timestep=int(timesteps[start]),
-                                  start_step=start)
+        return InjectNoiseOutputs(latent=denoising.output(clean, denoising.samples()), timestep=t, start_step=start)
 
 
 class SetNoiseMask(Node):

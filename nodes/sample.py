@@ -6,6 +6,8 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
+from ..core.denoising import begin_denoising, no_step_message, prepare_guidance
+from ..core.noise import SEED_MAX
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_STEPS
@@ -17,12 +19,8 @@ from .denoise import (
     MASK_NOTE,
     NOISE_DESCRIPTION,
     SEED_DESCRIPTION,
-    begin_denoising,
-    no_step_message,
-    prepare_guidance,
 )
-from .handles import ConditioningSocket, Denoiser, Scheduler
-from .noise import SEED_MAX
+from .sockets import ConditioningSocket, Denoiser, Scheduler
 
 
 class SampleLatent(Node):
@@ -112,15 +110,8 @@ class SampleLatent(Node):
         if end <= denoising.index:
             raise ValueError(f"input 'end_step' = {end} is not after the first step to run ({denoising.index})")
         guidance = prepare_guidance(self.denoiser, self.conditioning, self.cfg, denoising.x.shape[0])
-        model, every = self.denoiser.model, self.return_trajectory_every
-        count = end - denoising.index
-        snapshots: list[torch.Tensor] = []
-        with ctx.progress(count) as bar:
-            for done in range(1, count + 1):
-                denoising.step(model, guidance)
-                bar.update()
-                if every and (done % every == 0 or done == count):
-                    snapshots.append(denoising.samples())
+        with ctx.progress(end - denoising.index) as bar:
+            snapshots = denoising.run(self.denoiser.model, guidance, end, self.return_trajectory_every, bar.update)
         samples = snapshots[-1] if snapshots else denoising.samples()
         latent = denoising.output(self.latent, samples)
         if snapshots:

@@ -15,16 +15,18 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
+from ..core.dataset import open_image_folder
+from ..core.denoiser_trainer import DenoiserConfig, scheduler_config, train_denoiser
+from ..core.handles import DenoiserHandle, SchedulerHandle, VQModelHandle
+from ..core.previews import reconstruction_preview, sample_preview
+from ..core.train_loop import StepCallback
+from ..core.vqgan_trainer import VQGANConfig, train_vqgan
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs, Widget
 from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, UnsafePathError, output_prefix
 from ..graph.types import Image, IntSocket, StringSocket, nchw_to_image
-from .dataset import ImageDataset, ImageFolder, Split, open_image_folder
-from .denoiser_trainer import DenoiserConfig, scheduler_config, train_denoiser
-from .handles import Denoiser, DenoiserHandle, Scheduler, SchedulerHandle, VQModel, VQModelHandle
 from .io import check_prefix, save_images
-from .train_loop import StepCallback
-from .vqgan_trainer import VQGANConfig, train_vqgan
+from .sockets import Denoiser, ImageDataset, Scheduler, VQModel
 
 MAX_TRAIN_STEPS = 1_000_000
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
@@ -268,16 +270,6 @@ class TrainVQGAN(Node):
         return self.Outputs(vqmodel=VQModelHandle(result.model, source=str(model_dir)), summary=summary)
 
 
-@torch.no_grad()
-def reconstruction_preview(vq: Any, data: ImageFolder, count: int = 8) -> torch.Tensor:
-    """Two rows: held-out (or training) images and their reconstructions, as one IMAGE [1, 2H, count*W, 3]."""
-    split: Split = "heldout" if data.heldout else "train"
-    x = data.images(split, 0, count).to(next(vq.parameters()).device)
-    x_hat = (vq(x * 2 - 1).sample / 2 + 0.5).clamp(0, 1)
-    rows = torch.cat([torch.cat(list(x), dim=2), torch.cat(list(x_hat), dim=2)], dim=1)
-    return rows.movedim(0, -1)[None].float().cpu().contiguous()
-
-
 class TrainDenoiser(Node):
     """Train a latent diffusion UNet (DDPM, EMA weights) on a frozen VQ model's latents of an image folder."""
 
@@ -379,24 +371,3 @@ class TrainDenoiser(Node):
         return self.Outputs(denoiser=denoiser, scheduler=scheduler, summary=summary)
 
 
-@torch.no_grad()
-def sample_preview(denoiser: DenoiserHandle, vq: VQModelHandle, scheduler: SchedulerHandle, count: int,
-                   steps: int = 25) -> torch.Tensor:
-    """`count` DDIM samples decoded and laid out 8 per row: IMAGE [1, rows*H, 8*W, 3]."""
-    from diffusers import DDIMScheduler
-
-    unet = denoiser.model
-    sched = DDIMScheduler.from_config(scheduler.config)
-    sched.set_timesteps(steps)
-    size, channels = int(unet.config.sample_size), int(unet.config.in_channels)
-    x = torch.randn(count, channels, size, size, generator=torch.Generator().manual_seed(0)).to(denoiser.device)
-    for t in sched.timesteps:
-        x = sched.step(unet(x, t).sample, t, x).prev_sample
-    z = (x / denoiser.latent_scale).to(vq.device, vq.dtype)
-    images = (vq.model.decode(z).sample / 2 + 0.5).clamp(0, 1).float().cpu()
-    cols = min(8, count)
-    rows = -(-count // cols)
-    pad = torch.ones(rows * cols - count, *images.shape[1:])
-    images = torch.cat([images, pad]).reshape(rows, cols, *images.shape[1:])
-    grid = torch.cat([torch.cat(list(row), dim=2) for row in images], dim=1)
-    return grid.movedim(0, -1)[None].contiguous()

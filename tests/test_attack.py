@@ -11,11 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tiny_models import tiny_kl, tiny_unet, tiny_vq
 
+from comfyui_genart.core import attacks, autoencoders, defenses
+from comfyui_genart.core.attack_losses import DiffusionLoss
+from comfyui_genart.core.handles import AutoencoderHandle, DenoiserHandle, SchedulerHandle, VQModelHandle
 from comfyui_genart.graph.context import RunContext, RunSettings
-from comfyui_genart.nodes import attack_core as core
 from comfyui_genart.nodes import defense as D
-from comfyui_genart.nodes.attack import AttackDiffusionPGD, AttackEncoderFGSM, AttackEncoderPGD, DiffusionLoss
-from comfyui_genart.nodes.handles import AutoencoderHandle, DenoiserHandle, SchedulerHandle, VQModelHandle
+from comfyui_genart.nodes.attack import AttackDiffusionPGD, AttackEncoderFGSM, AttackEncoderPGD
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,8 +71,8 @@ def test_pgd_linf_is_bit_identical_to_torchattacks(classification, seed):
     for random_start in (True, False):
         torch.manual_seed(seed)
         ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=random_start)(images, labels)
-        ours = core.pgd(images, loss, eps=8 / 255, step_size=2 / 255, steps=10, norm="linf", random_init=random_start,
-                        generator=torch.Generator().manual_seed(seed))
+        ours = attacks.pgd(images, loss, eps=8 / 255, step_size=2 / 255, steps=10, norm="linf",
+                           random_init=random_start, generator=torch.Generator().manual_seed(seed))
         assert torch.equal(ours, ref)
         assert not torch.equal(ours, images)
 
@@ -83,7 +84,7 @@ def test_pgd_l2_is_bit_identical_to_torchattacks(classification, seed):
     for random_start in (True, False):
         torch.manual_seed(seed)
         ref = torchattacks.PGDL2(model, eps=0.5, alpha=0.1, steps=10, random_start=random_start)(images, labels)
-        ours = core.pgd(images, loss, eps=0.5, step_size=0.1, steps=10, norm="l2", random_init=random_start,
+        ours = attacks.pgd(images, loss, eps=0.5, step_size=0.1, steps=10, norm="l2", random_init=random_start,
                         generator=torch.Generator().manual_seed(seed))
         assert torch.equal(ours, ref)
 
@@ -92,7 +93,7 @@ def test_fgsm_is_bit_identical_to_torchattacks(classification):
     torchattacks = pytest.importorskip("torchattacks")
     model, images, labels, loss = classification
     for eps in (2 / 255, 8 / 255, 0.3):
-        assert torch.equal(core.fgsm(images, loss, eps=eps), torchattacks.FGSM(model, eps=eps)(images, labels))
+        assert torch.equal(attacks.fgsm(images, loss, eps=eps), torchattacks.FGSM(model, eps=eps)(images, labels))
 
 
 def test_fgsm_and_pgd_linf_are_bit_identical_to_art(classification):
@@ -104,11 +105,11 @@ def test_fgsm_and_pgd_linf_are_bit_identical_to_art(classification):
     art_model = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=(3, 16, 16), nb_classes=10,
                                   clip_values=(0.0, 1.0))
     ref = FastGradientMethod(art_model, eps=8 / 255).generate(images.numpy(), y=labels.numpy())
-    assert torch.equal(core.fgsm(images, loss, eps=8 / 255), torch.from_numpy(ref))
+    assert torch.equal(attacks.fgsm(images, loss, eps=8 / 255), torch.from_numpy(ref))
     # ART draws its random start from numpy's global generator: compared without one
     ref = ProjectedGradientDescent(art_model, norm=np.inf, eps=8 / 255, eps_step=2 / 255, max_iter=10,
                                    num_random_init=0, verbose=False).generate(images.numpy(), y=labels.numpy())
-    ours = core.pgd(images, loss, eps=8 / 255, step_size=2 / 255, steps=10, random_init=False)
+    ours = attacks.pgd(images, loss, eps=8 / 255, step_size=2 / 255, steps=10, random_init=False)
     assert torch.equal(ours, torch.from_numpy(ref))
 
 
@@ -116,22 +117,22 @@ def test_pgd_stays_in_the_ball_and_the_mask(classification):
     _, images, _, loss = classification
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., 4:12, 4:12] = 1
-    adv = core.pgd(images, loss, eps=8 / 255, step_size=2 / 255, steps=5, generator=torch.Generator().manual_seed(0),
+    adv = attacks.pgd(images, loss, eps=8 / 255, step_size=2 / 255, steps=5, generator=torch.Generator().manual_seed(0),
                    mask=mask)
     delta = adv - images
     assert delta.abs().max() <= 8 / 255 + 1e-6
     assert torch.equal(delta * (1 - mask), torch.zeros_like(delta)) and delta[..., 4:12, 4:12].abs().max() > 0
-    adv2 = core.pgd(images, loss, eps=0.5, step_size=0.2, steps=5, norm="l2",
+    adv2 = attacks.pgd(images, loss, eps=0.5, step_size=0.2, steps=5, norm="l2",
                     generator=torch.Generator().manual_seed(0))
     assert (adv2 - images).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
     assert 0 <= adv2.min() and adv2.max() <= 1
 
 
 def test_linear_schedule_decays_to_a_hundredth():
-    sizes = [core.step_size_at(0.1, i, 10, "linear") for i in range(10)]
+    sizes = [attacks.step_size_at(0.1, i, 10, "linear") for i in range(10)]
     assert sizes[0] == 0.1 and sizes == sorted(sizes, reverse=True)
     assert sizes[-1] == pytest.approx(0.1 - 0.099 * 9 / 10)
-    assert core.step_size_at(0.1, 5, 10, "constant") == 0.1
+    assert attacks.step_size_at(0.1, 5, 10, "constant") == 0.1
 
 
 # Adaptive attacks: a small classifier trained on sklearn's digits (offline), defended.
@@ -172,12 +173,12 @@ def test_bpda_breaks_bit_depth_that_the_non_adaptive_attack_cannot(digits):
     bare model transfers; BPDA (straight-through) attacks the defended model itself and does at least as well."""
     model, x, y = digits
     loss = lambda a: F.cross_entropy(model(a), y)  # noqa: E731
-    squeeze = lambda a, g: D.reduce_bit_depth(a, 1)  # noqa: E731
+    squeeze = lambda a, g: defenses.reduce_bit_depth(a, 1)  # noqa: E731
     kw = dict(eps=0.2, step_size=0.05, steps=10, generator=torch.Generator().manual_seed(0))
     clean = _error_rate(model, x, y, squeeze)
-    naive = core.pgd(x, core.through_defense(loss, squeeze, "exact", torch.Generator()), **kw)
-    oblivious = core.pgd(x, loss, **kw)
-    bpda = core.pgd(x, core.through_defense(loss, squeeze, "bpda", torch.Generator()), **kw)
+    naive = attacks.pgd(x, attacks.through_defense(loss, squeeze, "exact", torch.Generator()), **kw)
+    oblivious = attacks.pgd(x, loss, **kw)
+    bpda = attacks.pgd(x, attacks.through_defense(loss, squeeze, "bpda", torch.Generator()), **kw)
     rates = {name: _error_rate(model, x, y, squeeze) if name == "clean" else _error_rate(model, adv, y, squeeze)
              for name, adv in (("clean", x), ("naive", naive), ("oblivious", oblivious), ("bpda", bpda))}
     # measured: clean 0.05, naive 0.06, oblivious 0.89-0.90, bpda 0.89-0.90 (this small classifier is nearly
@@ -194,9 +195,9 @@ def test_eot_beats_single_draw_attacks_on_a_randomized_defense(digits):
     loss = lambda a: F.cross_entropy(model(a), y)  # noqa: E731
     noise = lambda a, g: a + 0.5 * torch.randn(a.shape, generator=g)  # noqa: E731
     kw = dict(eps=0.1, step_size=0.025, steps=10, generator=torch.Generator().manual_seed(0))
-    oblivious = core.pgd(x, loss, **kw)
-    single = core.pgd(x, core.through_defense(loss, noise, "exact", torch.Generator().manual_seed(1)), **kw)
-    eot = core.pgd(x, core.through_defense(loss, noise, "exact", torch.Generator().manual_seed(1)), eot_samples=8,
+    oblivious = attacks.pgd(x, loss, **kw)
+    single = attacks.pgd(x, attacks.through_defense(loss, noise, "exact", torch.Generator().manual_seed(1)), **kw)
+    eot = attacks.pgd(x, attacks.through_defense(loss, noise, "exact", torch.Generator().manual_seed(1)), eot_samples=8,
                    **kw)
     rates = {name: _error_rate(model, adv, y, noise, draws=15)
              for name, adv in (("oblivious", oblivious), ("single", single), ("eot", eot))}
@@ -246,7 +247,7 @@ def trained_kl():
 
 def _latent_distance(model, images, target):
     with torch.no_grad():
-        return (core.encode_images(model, images) - target).flatten(1).norm(dim=1)
+        return (autoencoders.encode_images(model, images) - target).flatten(1).norm(dim=1)
 
 
 def test_encoder_attack_moves_a_trained_latent_toward_its_target(trained_kl):
@@ -254,7 +255,7 @@ def test_encoder_attack_moves_a_trained_latent_toward_its_target(trained_kl):
     clean, target = _smooth_images(4, g), _smooth_images(1, g)
     eps = 16 / 255
     with torch.inference_mode():
-        target_latent = core.encode_images(trained_kl, target)
+        target_latent = autoencoders.encode_images(trained_kl, target)
     effects = {}
     for mode in ("target_image", "zero"):
         out = AttackEncoderPGD(image=clean.movedim(1, -1), autoencoder=AutoencoderHandle(trained_kl), target=mode,
@@ -279,8 +280,8 @@ def _linearized_best_factor(model, image: torch.Tensor, eps: float, iterations: 
     """The most any L-inf eps perturbation can shrink ||E(x)|| if E were its own linearization at x:
     min ||z + J d|| over |d| <= eps and 0 <= x + d <= 1, a convex problem solved by FISTA."""
     x = image.flatten()
-    model = core.grad_ready(model)  # the fixture holds inference tensors, as loaders hand models out
-    encode = lambda v: core.encode_images(model, v.view(1, *image.shape[1:])).flatten()  # noqa: E731
+    model = autoencoders.grad_ready(model)  # the fixture holds inference tensors, as loaders hand models out
+    encode = lambda v: autoencoders.encode_images(model, v.view(1, *image.shape[1:])).flatten()  # noqa: E731
     with torch.inference_mode(False):
         z = encode(x).detach()
         jac = torch.autograd.functional.jacobian(encode, x.clone())
@@ -319,7 +320,7 @@ def test_encoder_attack_away_from_clean_moves_the_latent_far_more_than_noise(tra
     out = AttackEncoderPGD(image=clean.movedim(1, -1), autoencoder=AutoencoderHandle(trained_kl),
                            target="away_from_clean", eps=eps, step_size=2 / 255, steps=30, seed=0).run(_ctx())
     with torch.no_grad():
-        z = core.encode_images(trained_kl, clean)
+        z = autoencoders.encode_images(trained_kl, clean)
     moved = _latent_distance(trained_kl, out.image.movedim(-1, 1), z)
     noise = (torch.rand(clean.shape, generator=g) * 2 - 1).sign() * eps
     random = _latent_distance(trained_kl, (clean + noise).clamp(0, 1), z)
@@ -381,8 +382,8 @@ def test_encoder_pgd_node_on_vq_and_kl_is_seeded_and_counts_iterations(models, k
     assert 0 <= first.perturbation.min() and first.perturbation.max() <= 1
     model = models[key].model
     with torch.no_grad():
-        before = core.encode_images(model, image.movedim(-1, 1).clone()).norm()
-        after = core.encode_images(model, first.image.movedim(-1, 1)).norm()
+        before = autoencoders.encode_images(model, image.movedim(-1, 1).clone()).norm()
+        after = autoencoders.encode_images(model, first.image.movedim(-1, 1)).norm()
     assert after < before  # target 'zero'
 
 
@@ -429,8 +430,8 @@ def test_diffusion_attack_raises_the_denoiser_loss(models):
     out = AttackDiffusionPGD(**kwargs).run(_ctx())
     assert torch.equal(out.image, AttackDiffusionPGD(**kwargs).run(_ctx()).image)
     assert (out.image - image).abs().max() <= 16 / 255 + 1e-6
-    loss = DiffusionLoss(core.grad_ready(models["vq"].model), models["denoiser"],
-                         core.grad_ready(models["denoiser"].model), models["scheduler"], (0, 299), None,
+    loss = DiffusionLoss(autoencoders.grad_ready(models["vq"].model), models["denoiser"],
+                         autoencoders.grad_ready(models["denoiser"].model), models["scheduler"], (0, 299), None,
                          torch.Generator())
 
     def mean_loss(x):  # the same 8 timesteps and noises for both images
@@ -486,7 +487,7 @@ def test_attack_defend_measure_report_through_the_executor(pack, paths, make_exe
 def test_diffusion_attack_reads_conditioning_for_a_conditional_denoiser(models):
     from tiny_models import tiny_cond_unet
 
-    from comfyui_genart.nodes.handles import Conditioning
+    from comfyui_genart.core.handles import Conditioning
 
     with torch.inference_mode():
         denoiser = DenoiserHandle(tiny_cond_unet())
@@ -523,7 +524,7 @@ def test_exact_gradients_through_diffpure_beat_bpda_and_the_plain_attack():
     scheduler = SchedulerHandle("DDIMScheduler", {k: v for k, v in config.items() if not k.startswith("_")})
     denoiser = DenoiserHandle(unet, training["latent_scale"], prediction_type="v_prediction")
     handle = VQModelHandle(vq)
-    with Image.open(REPO / "input" / "example.png") as im:
+    with Image.open(REPO / "input" / "genart-example-emoji.png") as im:
         image = torch.from_numpy(np.asarray(im.convert("RGB"))).float().div(255)[None]
 
     def purify(x, seed):
@@ -539,7 +540,8 @@ def test_exact_gradients_through_diffpure_beat_bpda_and_the_plain_attack():
         adv = AttackEncoderPGD(image=image, vqmodel=handle, target="away_from_clean", eps=16 / 255,
                                step_size=2 / 255, steps=20, seed=0, **through).run(_ctx()).image
         with torch.no_grad():
-            moved[gradient] = sum(float((core.encode_images(vq, purify(adv, s)) -
-                                         core.encode_images(vq, purify(image, s))).norm()) for s in range(4)) / 4
+            encode = autoencoders.encode_images
+            moved[gradient] = sum(float((encode(vq, purify(adv, s)) - encode(vq, purify(image, s))).norm())
+                                  for s in range(4)) / 4
     # measured: none 4.14, bpda 4.85, exact 6.10
     assert moved["exact"] >= 1.15 * max(moved["bpda"], moved["none"]), moved

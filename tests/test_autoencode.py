@@ -6,14 +6,14 @@ from tiny_models import tiny_kl, tiny_vq
 
 @pytest.fixture(scope="module")
 def vq():
-    from comfyui_genart.nodes.handles import VQModelHandle
+    from comfyui_genart.core.handles import VQModelHandle
 
     return VQModelHandle(tiny_vq(), source="tiny-vq")
 
 
 @pytest.fixture(scope="module")
 def kl():
-    from comfyui_genart.nodes.handles import AutoencoderHandle
+    from comfyui_genart.core.handles import AutoencoderHandle
 
     return AutoencoderHandle(tiny_kl(), source="tiny-kl")
 
@@ -100,7 +100,7 @@ def test_decode_vq_equals_diffusers_decode(vq, images):
 def test_quantize_usage_statistics_on_a_hand_made_codebook():
     """Codebook entry k is the vector (k, k, k, k); a latent built from entries 0, 0, 1, 2 uses 3 codes with
     usage (1/2, 1/4, 1/4): perplexity exp(-(1/2 ln 1/2 + 2 * 1/4 ln 1/4)) = 2 * sqrt(2)."""
-    from comfyui_genart.nodes.handles import VQModelHandle
+    from comfyui_genart.core.handles import VQModelHandle
     from comfyui_genart.nodes.quantize import DequantizeCodes, QuantizeLatent
 
     model = tiny_vq()
@@ -120,7 +120,7 @@ def test_quantize_usage_statistics_on_a_hand_made_codebook():
 
 
 def test_code_usage_extremes():
-    from comfyui_genart.nodes.quantize import code_usage
+    from comfyui_genart.core.codes import code_usage
 
     counts, used, perplexity = code_usage(torch.full((2, 4, 4), 7), 16)
     assert (used, perplexity) == (1, 1.0) and int(counts[7]) == 32
@@ -129,7 +129,7 @@ def test_code_usage_extremes():
 
 
 def test_dequantize_refuses_codes_it_cannot_look_up(vq):
-    from comfyui_genart.nodes.handles import CodeMap
+    from comfyui_genart.core.handles import CodeMap
     from comfyui_genart.nodes.quantize import DequantizeCodes
 
     bad = CodeMap(torch.tensor([[[0, 128]]]), num_codes=128, embed_dim=4)
@@ -188,7 +188,7 @@ def test_vq_round_trip_through_the_engine(make_executor, pack, vq):
     from comfyui_genart.graph.node import Node, NodeOutputs
     from comfyui_genart.graph.registry import Registry
     from comfyui_genart.graph.types import Image
-    from comfyui_genart.nodes.handles import VQModel
+    from comfyui_genart.nodes.sockets import VQModel
 
     class TestTinyVQ(Node):
         """The tiny VQ model."""
@@ -242,7 +242,7 @@ def test_codes_fill_save_load_round_trip(make_executor, paths):
     """Codes can be edited (fill a rectangle), saved to the output folder and loaded back unchanged."""
     import shutil
 
-    from comfyui_genart.nodes.handles import CodeMap
+    from comfyui_genart.core.handles import CodeMap
 
     executor = make_executor()
     indices = torch.arange(2 * 3 * 4).reshape(2, 3, 4) % 7

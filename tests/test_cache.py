@@ -207,7 +207,7 @@ def test_cache_persistent_cache_keeps_attacks_and_samplers_per_dtype(pack, paths
 
     shipped = {"model_name": "genart-emoji32", "device": "auto", "dtype": "auto"}
     prompt = {
-        "1": {"class_type": "GenArtLoadImage", "inputs": {"image": "example.png"}},
+        "1": {"class_type": "GenArtLoadImage", "inputs": {"image": "genart-example-emoji.png"}},
         "2": {"class_type": "GenArtLoadVQModel", "inputs": shipped},
         "3": {"class_type": "GenArtLoadDenoiser", "inputs": {**shipped, "latent_scale": 0.87034}},
         "4": {"class_type": "GenArtLoadScheduler", "inputs": {"kind": "DDIM", "beta_schedule": "squaredcos_cap_v2",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -38,6 +39,7 @@ class Server:
     base: Path
     log_path: Path
     proc: subprocess.Popen[bytes]
+    python: Path  # ComfyUI's interpreter: the headless side of a comparison runs under the same torch
 
     @property
     def output_dir(self) -> Path:
@@ -109,7 +111,11 @@ def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.skip(f"ComfyUI's python not found at {python} (set GENART_COMFYUI_PYTHON)")
 
     base = tmp_path_factory.mktemp("comfyui-base")
-    for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
+    # ComfyUI's own input/ and models/ as they ship (its input/ holds a 768x768 example.png), copied so the
+    # checkout stays untouched; then the test's own image and tiny models.
+    for sub in ("input", "models"):
+        shutil.copytree(comfy_dir / sub, base / sub)
+    for sub in ("custom_nodes", "output", "temp", "user"):
         (base / sub).mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
     _write_input_image(base / "input" / INPUT_IMAGE)
@@ -130,7 +136,7 @@ def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-    server = Server(f"http://127.0.0.1:{port}", base, log_path, proc)
+    server = Server(f"http://127.0.0.1:{port}", base, log_path, proc, python)
     try:
         t0 = time.monotonic()
         while True:
@@ -228,7 +234,9 @@ def test_object_info_matches_our_input_types(comfyui: Server, object_info: dict[
     # Inside ComfyUI our file combos list ComfyUI's input folder (here: the one image put there), then the
     # pack's own (the example image the shipped workflows load).
     image_combo = object_info["GenArtLoadImage"]["input"]["required"]["image"]
-    assert image_combo[0] == sorted([INPUT_IMAGE, "example.png"]), image_combo
+    stock = [p.name for p in (comfyui.base / "input").iterdir() if p.suffix == ".png"]
+    assert "example.png" in stock, "ComfyUI's stock input folder ships example.png"
+    assert image_combo[0] == sorted([*stock, "genart-example-emoji.png"]), image_combo
     assert image_combo[1].get("image_upload") is True
     _assert_pack_log_clean(comfyui)
 
@@ -396,15 +404,34 @@ def test_invalid_prompt_gets_comfyui_validation_error(comfyui: Server) -> None:
     _assert_pack_log_clean(comfyui)
 
 
-@pytest.mark.parametrize("name", ["unconditional", "text-to-image", "vq-round-trip", "protect-image", "purify-image"])
-def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, tmp_path: Path, name: str) -> None:
-    """A shipped workflow (model loaders, sampler, decoders) run by ComfyUI and by our runner."""
-    import numpy as np
-    import torch
-    from PIL import Image
+def _headless(server: Server, prompt: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Run `prompt` with `python -m graph.run` under ComfyUI's own interpreter (same torch as the server, one
+    thread), on the server's input and models folders; the run report."""
+    (out / "prompt.json").write_text(json.dumps(prompt))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([str(server.python), "-m", "graph.run", str(out / "prompt.json"), "--quiet",
+                           "--input-dir", str(server.base / "input"), "--models-dir", str(server.base / "models"),
+                           "--output-dir", str(out / "output"), "--temp-dir", str(out / "temp"),
+                           "--report", str(out / "report.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    return json.loads((out / "report.json").read_text())
 
-    import comfyui_genart
-    from comfyui_genart.graph.executor import Executor
+
+def _seconds_in_comfyui(entry: dict[str, Any]) -> float:
+    stamps = {kind: data["timestamp"] for kind, data in entry["status"]["messages"] if "timestamp" in data}
+    return (stamps["execution_success"] - stamps["execution_start"]) / 1000
+
+
+@pytest.mark.parametrize("name", ["unconditional", "text-to-image", "vq-round-trip", "protect-image", "purify-image",
+                                  "noise-strengths"])
+def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, tmp_path: Path, name: str) -> None:
+    """A shipped workflow (model loaders, sampler, decoders) run by ComfyUI and by our runner, with ComfyUI's
+    stock input folder present: the pack's own example image is the one loaded, and the run takes about as
+    long inside ComfyUI as headless."""
+    import numpy as np
+    from PIL import Image
 
     prompt = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
     for node in prompt.values():  # outputs of each run under their own prefix
@@ -415,24 +442,18 @@ def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, 
     entry = _wait_for_history(comfyui, answer["prompt_id"])
     assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{comfyui.tail()}"
 
-    for sub in ("output", "temp"):
-        (tmp_path / sub).mkdir()
-    settings = _base_settings(comfyui.base)
-    settings.paths.output_dir, settings.paths.temp_dir = tmp_path / "output", tmp_path / "temp"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        report = Executor(comfyui_genart.REGISTRY, settings).run(prompt)
-    finally:
-        torch.set_num_threads(threads)
+    report = _headless(comfyui, prompt, tmp_path)
+    in_comfyui = _seconds_in_comfyui(entry)
+    print(f"\n{name}: {in_comfyui:.2f} s in ComfyUI, {report['seconds']:.2f} s headless")
+    assert in_comfyui < 3 * report["seconds"] + 5, f"{name} is far slower inside ComfyUI: is it reading other inputs?"
     for node_id, node in prompt.items():  # the text web/genart.js shows on a report node reaches the browser
         if node["class_type"] == "GenArtMetricsReport":
-            assert entry["outputs"][node_id]["text"] == report.ui[node_id]["text"], name
+            assert entry["outputs"][node_id]["text"] == report["ui"][node_id]["text"], name
     saved = [(node_id, r) for node_id, out in entry["outputs"].items() for r in out.get("images", [])
              if r["type"] == "output"]
     assert saved, f"{name}: ComfyUI saved no image"
     for node_id, record in saved:
-        (headless,) = [r for r in report.ui[node_id]["images"] if r["filename"] == record["filename"]]
+        (headless,) = [r for r in report["ui"][node_id]["images"] if r["filename"] == record["filename"]]
         live_path = comfyui.output_dir / record["subfolder"] / record["filename"]
         with Image.open(live_path) as a, Image.open(tmp_path / "output" / headless["subfolder"] /
                                                     headless["filename"]) as b:

@@ -20,7 +20,7 @@ def write_folder(root, count=12, size=(40, 30), groups=None):
 
 
 def test_split_keeps_groups_together_and_is_stable(tmp_path):
-    from comfyui_genart.nodes.dataset import open_image_folder
+    from comfyui_genart.core.dataset import open_image_folder
 
     groups = {f"img{i:02d}.png": f"g{i // 3}" for i in range(12)}
     root = write_folder(tmp_path / "d", groups=groups)
@@ -34,7 +34,7 @@ def test_split_keeps_groups_together_and_is_stable(tmp_path):
 
 
 def test_load_resizes_crops_and_flips(tmp_path):
-    from comfyui_genart.nodes.dataset import mix_seed, open_image_folder
+    from comfyui_genart.core.dataset import mix_seed, open_image_folder
 
     root = write_folder(tmp_path / "d", count=1)
     plain = open_image_folder(root, 16, 0.0)
@@ -50,7 +50,7 @@ def test_load_resizes_crops_and_flips(tmp_path):
 
 
 def test_load_composites_alpha_on_background(tmp_path):
-    from comfyui_genart.nodes.dataset import open_image_folder
+    from comfyui_genart.core.dataset import open_image_folder
 
     root = tmp_path / "d"
     root.mkdir()
@@ -63,7 +63,7 @@ def test_load_composites_alpha_on_background(tmp_path):
 
 
 def test_batch_plan_shards_equal_one_process():
-    from comfyui_genart.nodes.dataset import BatchPlan
+    from comfyui_genart.core.dataset import BatchPlan
 
     plan = BatchPlan(size=10, global_batch=4, seed=1)
     for step in range(6):
@@ -76,7 +76,7 @@ def test_batch_plan_shards_equal_one_process():
 
 
 def test_train_batches_resume_mid_stream(tmp_path):
-    from comfyui_genart.nodes.dataset import open_image_folder, train_batches
+    from comfyui_genart.core.dataset import open_image_folder, train_batches
 
     data = open_image_folder(write_folder(tmp_path / "d"), 16, 0.0, crop="random", flip=True)
     full = list(train_batches(data, 4, seed=5, start_step=0, end_step=5))
@@ -88,7 +88,7 @@ def test_train_batches_resume_mid_stream(tmp_path):
 
 
 def test_open_image_folder_errors(tmp_path):
-    from comfyui_genart.nodes.dataset import open_image_folder
+    from comfyui_genart.core.dataset import open_image_folder
 
     with pytest.raises(FileNotFoundError):
         open_image_folder(tmp_path / "missing", 16, 0.1)

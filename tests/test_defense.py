@@ -9,9 +9,10 @@ import torch
 from PIL import Image as PILImage
 from tiny_models import tiny_kl, tiny_unet, tiny_vq
 
+from comfyui_genart.core import defenses
+from comfyui_genart.core.handles import AutoencoderHandle, DenoiserHandle, SchedulerHandle, VQModelHandle
 from comfyui_genart.graph.context import RunContext, RunSettings
 from comfyui_genart.nodes import defense as D
-from comfyui_genart.nodes.handles import AutoencoderHandle, DenoiserHandle, SchedulerHandle, VQModelHandle
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,7 +38,7 @@ def test_bit_depth_equals_art_feature_squeezing():
     x = _images(1)
     for bits in range(1, 9):
         ref, _ = fs.FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=bits)(x.numpy())
-        ours = D.reduce_bit_depth(x, bits)
+        ours = defenses.reduce_bit_depth(x, bits)
         assert torch.equal(ours, torch.from_numpy(ref.astype(np.float32))), f"bits={bits}"
 
 
@@ -45,25 +46,25 @@ def test_jpeg_equals_pil_at_the_same_quality():
     pixels = (_images(2) * 255).round().to(torch.uint8)
     x = pixels.float() / 255
     for quality in (10, 75, 95):
-        ours = D.jpeg_compress(x, quality)
+        ours = defenses.jpeg_compress(x, quality)
         for i in range(len(x)):
             buffer = io.BytesIO()
             PILImage.fromarray(pixels[i].permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
             ref = np.array(PILImage.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
             assert torch.equal(ours[i], torch.from_numpy(ref).permute(2, 0, 1).float() / 255), f"quality={quality}"
-    assert not torch.equal(D.jpeg_compress(x, 10), x)
+    assert not torch.equal(defenses.jpeg_compress(x, 10), x)
 
 
 def test_jpeg_refuses_four_channels():
     with pytest.raises(ValueError, match=r"4.*alpha"):
-        D.jpeg_compress(_images(shape=(1, 4, 8, 8)), 75)
+        defenses.jpeg_compress(_images(shape=(1, 4, 8, 8)), 75)
 
 
 def test_median_equals_scipy_median_filter():
     ndimage = pytest.importorskip("scipy.ndimage")
     x = _images(3, shape=(2, 3, 20, 24))
     for radius in (1, 2):
-        ours = D.median_filter(x, radius).numpy()
+        ours = defenses.median_filter(x, radius).numpy()
         k = 2 * radius + 1
         for mode in ("reflect", "mirror"):
             ref = ndimage.median_filter(x.numpy(), size=(1, 1, k, k), mode=mode)
@@ -78,12 +79,12 @@ def test_gaussian_blur_equals_scipy_gaussian_filter():
     x = _images(4).double()
     for sigma, radius in ((1.0, 3), (2.5, 5)):
         ref = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="mirror", truncate=radius / sigma)
-        torch.testing.assert_close(D.gaussian_blur(x, sigma, radius), torch.from_numpy(ref), atol=1e-6, rtol=0)
+        torch.testing.assert_close(defenses.gaussian_blur(x, sigma, radius), torch.from_numpy(ref), atol=1e-6, rtol=0)
 
 
 def test_filters_refuse_a_radius_as_large_as_the_image():
     with pytest.raises(ValueError, match=r"input 'radius' = 8 needs images larger than 8 pixels.*8x8"):
-        D.gaussian_blur(_images(shape=(1, 3, 8, 8)), 1.0, 8)
+        defenses.gaussian_blur(_images(shape=(1, 3, 8, 8)), 1.0, 8)
 
 
 def test_defense_nodes_return_what_their_transform_does():
@@ -102,21 +103,21 @@ def test_defense_nodes_return_what_their_transform_does():
 
 def test_randomized_smoothing_average_is_the_mean_of_seeded_noisy_copies():
     x = _images(6)
-    out = D.randomized_smoothing(x, 0.2, 5, "average", torch.Generator().manual_seed(3))
+    out = defenses.randomized_smoothing(x, 0.2, 5, "average", torch.Generator().manual_seed(3))
     noise = torch.randn((5, *x.shape), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(out, (x + 0.2 * noise).mean(dim=0).clamp(0, 1), atol=0, rtol=0)
-    assert not torch.equal(out, D.randomized_smoothing(x, 0.2, 5, "average", torch.Generator().manual_seed(4)))
+    assert not torch.equal(out, defenses.randomized_smoothing(x, 0.2, 5, "average", torch.Generator().manual_seed(4)))
 
 
 def test_randomized_smoothing_majority_votes_on_vq_codes():
     model = tiny_vq()
     x = _images(7)
     with torch.no_grad():
-        noiseless = D.randomized_smoothing(x, 0.0, 3, "majority", torch.Generator().manual_seed(0), model)
+        noiseless = defenses.randomized_smoothing(x, 0.0, 3, "majority", torch.Generator().manual_seed(0), model)
         h = model.encode(x * 2 - 1).latents
         ref = (model.decode(h, force_not_quantize=False).sample / 2 + 0.5).clamp(0, 1)
         torch.testing.assert_close(noiseless, ref, atol=1e-5, rtol=0)
-        voted = D.randomized_smoothing(x, 0.3, 9, "majority", torch.Generator().manual_seed(0), model)
+        voted = defenses.randomized_smoothing(x, 0.3, 9, "majority", torch.Generator().manual_seed(0), model)
     assert voted.shape == x.shape and 0 <= voted.min() and voted.max() <= 1
 
 

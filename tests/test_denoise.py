@@ -47,11 +47,14 @@ def one_thread():
 def lib(pack):
     from types import SimpleNamespace
 
+    from comfyui_genart.core import denoising, handles
+    from comfyui_genart.core import noise as core_noise
     from comfyui_genart.graph.context import RunContext, RunSettings
-    from comfyui_genart.nodes import conditioning, decode, denoise, handles, noise, sample
+    from comfyui_genart.nodes import conditioning, decode, denoise, noise, sample
 
     return SimpleNamespace(ctx=RunContext(RunSettings(), "1", "test"), handles=handles, denoise=denoise,
-                           sample=sample, conditioning=conditioning, decode=decode, noise=noise)
+                           denoising=denoising, sample=sample, conditioning=conditioning, decode=decode, noise=noise,
+                           core_noise=core_noise)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +108,8 @@ def quiet(pipe):
 @pytest.mark.parametrize("shape, seed, batch_index", [((2, 4, 16, 16), 3, None), ((3, 4, 5, 5), 11, [2, 0, 2]),
                                                       ((1, 2, 2, 2), 7, [4])])
 def test_seeded_noise_equals_prepare_noise_and_continues_its_stream(lib, shape, seed, batch_index):
-    noise, generator = lib.noise.prepare_noise_and_generator(shape, seed, batch_index)
-    assert torch.equal(noise, lib.noise.prepare_noise(shape, seed, batch_index))
+    noise, generator = lib.core_noise.prepare_noise_and_generator(shape, seed, batch_index)
+    assert torch.equal(noise, lib.core_noise.prepare_noise(shape, seed, batch_index))
     # The stream continues where the draws stopped: the next draw is not a repeat of the first one.
     after = torch.randn(noise.shape, generator=generator)
     assert not torch.equal(after, noise)
@@ -192,16 +195,21 @@ def test_text_to_image_equals_stable_diffusion_pipeline(lib, models, name):
     assert max_diff(image.numpy(), ref) <= TOLERANCE
 
 
-@pytest.mark.parametrize("name", ["DDIM", "Euler", "EulerAncestral", "DPMSolver++2M"])
-def test_img2img_strength_equals_stable_diffusion_img2img_pipeline(lib, models, name):
+def img2img_pipeline(models, sched):
+    """diffusers' StableDiffusionImg2ImgPipeline on the tiny conditional models and `sched`."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    sched = scheduler(lib, name)
     tokenizer = copy.deepcopy(models.tokenizer)
     tokenizer.model_max_length = 77
-    pipe = quiet(StableDiffusionImg2ImgPipeline(
+    return quiet(StableDiffusionImg2ImgPipeline(
         vae=models.kl, text_encoder=models.text_encoder, tokenizer=tokenizer, unet=models.cond_unet,
         scheduler=sched.fresh(), safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+
+
+@pytest.mark.parametrize("name", ["DDIM", "Euler", "EulerAncestral", "DPMSolver++2M"])
+def test_img2img_strength_equals_stable_diffusion_img2img_pipeline(lib, models, name):
+    sched = scheduler(lib, name)
+    pipe = img2img_pipeline(models, sched)
     scale = models.kl.config.scaling_factor
     raw = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 3
     with torch.inference_mode():
@@ -234,7 +242,7 @@ def test_chained_steps_equal_sampler_bit_for_bit(lib, models, name):
     with torch.inference_mode():
         reference = sample(lib, denoiser, sched, zeros(), **inputs).latent
         chained = chain(lib, denoiser, sched, zeros(), 0, 5, **inputs)
-    assert lib.denoise.STATE_KEY not in chained and lib.denoise.STATE_KEY not in reference
+    assert lib.denoising.STATE_KEY not in chained and lib.denoising.STATE_KEY not in reference
     assert torch.equal(chained["samples"], reference["samples"])
 
 
@@ -259,7 +267,7 @@ def test_sampler_stopped_early_continues_in_a_sampler_or_step_nodes(lib, models)
     with torch.inference_mode():
         full = sample(lib, denoiser, sched, zeros(), seed=8, steps=6).latent
         first = sample(lib, denoiser, sched, zeros(), seed=8, steps=6, end_step=3).latent
-        assert first[lib.denoise.STATE_KEY].index == 3
+        assert first[lib.denoising.STATE_KEY].index == 3
         resumed = sample(lib, denoiser, sched, first, seed=999, steps=6, start_step=3).latent
         stepped = chain(lib, denoiser, sched, first, 3, 6, seed=8, steps=6)
     assert torch.equal(resumed["samples"], full["samples"]), "a continuing sampler ignores its own seed"
@@ -271,7 +279,7 @@ def test_step_node_is_pure(lib, models):
     denoiser = lib.handles.DenoiserHandle(models.unet)
     with torch.inference_mode():
         latent = step(lib, denoiser, sched, zeros(), seed=1, steps=4, step_index=0)
-        state = latent[lib.denoise.STATE_KEY]
+        state = latent[lib.denoising.STATE_KEY]
         before = (state.samples.clone(), state.scheduler.step_index, len(state.scheduler.model_outputs),
                   [None if m is None else m.clone() for m in state.scheduler.model_outputs])
         a = step(lib, denoiser, sched, latent, seed=1, steps=4, step_index=1)
@@ -280,7 +288,7 @@ def test_step_node_is_pure(lib, models):
     assert torch.equal(state.samples, before[0]) and state.scheduler.step_index == before[1]
     assert all((m is None and n is None) or torch.equal(m, n)
                for m, n in zip(state.scheduler.model_outputs, before[3], strict=True))
-    assert a[lib.denoise.STATE_KEY].scheduler is not state.scheduler
+    assert a[lib.denoising.STATE_KEY].scheduler is not state.scheduler
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -308,7 +316,7 @@ def test_trajectory_is_item_major_snapshots_after_every_k_steps(lib, models):
 def test_noise_input_replaces_the_seeded_draw(lib, models):
     sched = scheduler(lib, "DDPM")
     denoiser = lib.handles.DenoiserHandle(models.unet)
-    seeded = lib.noise.prepare_noise((2, 4, 16, 16), 5)
+    seeded = lib.core_noise.prepare_noise((2, 4, 16, 16), 5)
     with torch.inference_mode():
         drawn = sample(lib, denoiser, sched, zeros(), seed=5, steps=3).latent["samples"]
         given = sample(lib, denoiser, sched, zeros(), seed=5, steps=3, noise={"samples": seeded}).latent["samples"]
@@ -439,14 +447,8 @@ SHIPPED_SCALE = json.loads((REPO / "models/unet/genart-emoji32/genart_training.j
 def test_inject_noise_then_sampler_equals_img2img_pipeline(lib, models, name, scale):
     """Encode -> Inject Noise -> Sample Latent (add_noise off, start at Inject Noise's start_step), built by hand,
     equals StableDiffusionImg2ImgPipeline within 1e-5 and Sample Latent's own `denoise` bit for bit."""
-    from diffusers import StableDiffusionImg2ImgPipeline
-
     sched = scheduler(lib, name)
-    tokenizer = copy.deepcopy(models.tokenizer)
-    tokenizer.model_max_length = 77
-    pipe = quiet(StableDiffusionImg2ImgPipeline(
-        vae=models.kl, text_encoder=models.text_encoder, tokenizer=tokenizer, unet=models.cond_unet,
-        scheduler=sched.fresh(), safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+    pipe = img2img_pipeline(models, sched)
     denoiser = lib.handles.DenoiserHandle(models.cond_unet, latent_scale=scale)
     raw = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 3
     cond = conditioning(lib, models)
@@ -474,7 +476,7 @@ def test_inject_noise_latent_decodes_to_the_noisy_image_and_steps_resume_it(lib,
                                        strength=0.5, steps=6).run(lib.ctx)
         fresh = sched.fresh()
         fresh.set_timesteps(6)
-        x_t = fresh.add_noise(raw * scale, lib.noise.prepare_noise(raw.shape, 5), fresh.timesteps[3:4].repeat(2))
+        x_t = fresh.add_noise(raw * scale, lib.core_noise.prepare_noise(raw.shape, 5), fresh.timesteps[3:4].repeat(2))
         torch.testing.assert_close(noised.latent["samples"] * scale, x_t, rtol=1e-6, atol=1e-6)
         latent = noised.latent
         for index in range(noised.start_step, 6):

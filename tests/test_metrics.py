@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from comfyui_genart.core import measurements, metrics
+from comfyui_genart.core.handles import CodeMap
 from comfyui_genart.graph.context import RunContext, RunSettings
 from comfyui_genart.nodes import metrics as M
-from comfyui_genart.nodes.handles import CodeMap
 
 
 def _images(seed: int, shape=(3, 3, 32, 32), noise=0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +27,7 @@ def _ctx(paths=None) -> RunContext:
 def test_psnr_matches_skimage():
     sk = pytest.importorskip("skimage.metrics")
     a, b = _images(0)
-    ours = M.psnr(a.double(), b.double())
+    ours = metrics.psnr(a.double(), b.double())
     ref = torch.tensor([sk.peak_signal_noise_ratio(a[i].double().numpy(), b[i].double().numpy(), data_range=1.0)
                         for i in range(len(a))], dtype=torch.float64)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
@@ -36,7 +37,7 @@ def test_psnr_matches_torchmetrics():
     tm = pytest.importorskip("torchmetrics.functional.image")
     a, b = _images(1)
     ref = tm.peak_signal_noise_ratio(b.double(), a.double(), data_range=1.0, reduction="none", dim=(1, 2, 3))
-    torch.testing.assert_close(M.psnr(a.double(), b.double()), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(metrics.psnr(a.double(), b.double()), ref, atol=1e-6, rtol=0)
 
 
 def test_ssim_matches_torchmetrics():
@@ -45,7 +46,7 @@ def test_ssim_matches_torchmetrics():
         a, b = _images(2)
         ref = tm.structural_similarity_index_measure(b.double(), a.double(), sigma=sigma, data_range=1.0,
                                                      reduction="none")
-        torch.testing.assert_close(M.ssim_and_cs(a.double(), b.double(), sigma)[0], ref, atol=1e-6, rtol=0)
+        torch.testing.assert_close(metrics.ssim_and_cs(a.double(), b.double(), sigma)[0], ref, atol=1e-6, rtol=0)
 
 
 def test_ms_ssim_matches_torchmetrics():
@@ -53,11 +54,11 @@ def test_ms_ssim_matches_torchmetrics():
     a, b = _images(3, shape=(2, 3, 192, 192), noise=0.05)
     ref = tm.multiscale_structural_similarity_index_measure(b.double(), a.double(), data_range=1.0,
                                                             reduction="none")
-    torch.testing.assert_close(M.ms_ssim(a.double(), b.double()), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(metrics.ms_ssim(a.double(), b.double()), ref, atol=1e-6, rtol=0)
     small_a, small_b = a[..., :64, :64], b[..., :64, :64]
     ref3 = tm.multiscale_structural_similarity_index_measure(small_b.double(), small_a.double(), data_range=1.0,
-                                                             reduction="none", betas=M.ms_ssim_weights(3))
-    torch.testing.assert_close(M.ms_ssim(small_a.double(), small_b.double(), scales=3), ref3, atol=1e-6, rtol=0)
+                                                             reduction="none", betas=metrics.ms_ssim_weights(3))
+    torch.testing.assert_close(metrics.ms_ssim(small_a.double(), small_b.double(), scales=3), ref3, atol=1e-6, rtol=0)
 
 
 def test_ssim_of_identical_images_is_one_and_psnr_infinite():
@@ -74,7 +75,7 @@ def test_measure_psnr_node_outputs_number_and_metrics():
     (m,) = out.metrics.measurements
     assert (m.metric, m.label, len(m.items)) == ("psnr", "noisy", 3)
     assert out.psnr == pytest.approx(sum(m.items) / 3)
-    torch.testing.assert_close(torch.tensor(m.items, dtype=torch.float64), M.psnr(a.double(), b.double()))
+    torch.testing.assert_close(torch.tensor(m.items, dtype=torch.float64), metrics.psnr(a.double(), b.double()))
 
 
 def test_measure_broadcasts_a_batch_of_one_and_refuses_other_shapes():
@@ -125,8 +126,9 @@ def test_perturbation_norms():
 
 
 def test_metric_sets_merge_once_and_label_repeats():
-    first = M.MetricSet((M.Measurement("psnr", 30.0, (30.0,), "jpeg"),))
-    second = M.MetricSet((M.Measurement("psnr", 20.0, (20.0,), "jpeg"), M.Measurement("ssim", 0.9, (0.9,), "blur")))
+    Measurement, MetricSet = measurements.Measurement, measurements.MetricSet
+    first = MetricSet((Measurement("psnr", 30.0, (30.0,), "jpeg"),))
+    second = MetricSet((Measurement("psnr", 20.0, (20.0,), "jpeg"), Measurement("ssim", 0.9, (0.9,), "blur")))
     merged = first.merge(second, first, None)
     assert len(merged.measurements) == 3
     labels, metrics, cells = merged.table()
@@ -168,15 +170,15 @@ def test_report_refuses_a_prefix_outside_the_output_folder(paths):
 def test_ssim_valid_border_matches_skimage():
     """border 'valid' is skimage's structural_similarity (Gaussian weights, population covariance); the
     default 'reflect' is torchmetrics' and differs from it by about 1e-2 on 32x32 images."""
-    metrics = pytest.importorskip("skimage.metrics")
+    sk = pytest.importorskip("skimage.metrics")
     a, b = _images(3)
-    ours = M.ssim_and_cs(a.double(), b.double(), 1.5, border="valid")[0]
+    ours = metrics.ssim_and_cs(a.double(), b.double(), 1.5, border="valid")[0]
     for i in range(a.shape[0]):
-        ref = metrics.structural_similarity(a[i].double().numpy(), b[i].double().numpy(), channel_axis=0,
+        ref = sk.structural_similarity(a[i].double().numpy(), b[i].double().numpy(), channel_axis=0,
                                             gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                             data_range=1.0)
         assert ours[i].item() == pytest.approx(ref, abs=1e-6)
-    reflect = M.ssim_and_cs(a.double(), b.double(), 1.5)[0]
+    reflect = metrics.ssim_and_cs(a.double(), b.double(), 1.5)[0]
     assert (reflect - ours).abs().max() > 1e-3, "the two conventions should differ on small images"
     node = M.MeasureSSIM(image_a=a.movedim(1, -1), image_b=b.movedim(1, -1), border="valid").run(_ctx())
     assert node.ssim == pytest.approx(ours.mean().item(), abs=1e-6)

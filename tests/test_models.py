@@ -576,7 +576,7 @@ class Callback:
 
 
 def test_models_ckpt_with_non_tensor_pickle_is_refused(sd_paths, tiny_sd):
-    from comfyui_genart.graph.weights import UnsafeWeightsError
+    from comfyui_genart.core.weights import UnsafeWeightsError
 
     path = sd_paths.models_dirs[0] / "checkpoints" / "pickled.ckpt"
     torch.save({"state_dict": ldm_checkpoint(tiny_sd), "callbacks": Callback()}, path)
@@ -585,7 +585,7 @@ def test_models_ckpt_with_non_tensor_pickle_is_refused(sd_paths, tiny_sd):
 
 
 def test_models_sd15_checkpoint_errors_name_the_problem(sd_paths, tiny_sd):
-    from comfyui_genart.nodes.models import ModelLoadError
+    from comfyui_genart.core.formats.common import ModelLoadError
 
     state = ldm_checkpoint(tiny_sd)
     sd2 = {k.replace("cond_stage_model.transformer.", "cond_stage_model.model."): v for k, v in state.items()}
@@ -621,7 +621,7 @@ def test_models_shipped_sd15_config_accepts_the_real_sd15_layout():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from comfyui_genart.nodes.models import SD15_CONFIG, SHIPPED_CONFIGS, build_sd1_models
+    from comfyui_genart.core.formats.sd1_checkpoint import SD15_CONFIG, SHIPPED_CONFIGS, build_sd1_models
 
     folder = SHIPPED_CONFIGS / SD15_CONFIG
     with init_empty_weights():
@@ -654,7 +654,8 @@ def test_models_shipped_sd15_config_accepts_the_real_sd15_layout():
 
 
 def test_models_shipped_tokenizer_is_clips():
-    from comfyui_genart.nodes.models import SHIPPED_CONFIGS, load_tokenizer
+    from comfyui_genart.core.formats.sd1_checkpoint import SHIPPED_CONFIGS
+    from comfyui_genart.core.formats.text_encoders import load_tokenizer
 
     tokenizer = load_tokenizer(SHIPPED_CONFIGS / "stable-diffusion-v1-5" / "tokenizer")
     assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
@@ -717,7 +718,7 @@ def test_models_single_file_with_wrong_weights_is_refused(mpaths, tiny_dir):
     from safetensors import safe_open
     from safetensors.torch import load, save
 
-    from comfyui_genart.nodes.models import single_file_bytes
+    from comfyui_genart.core.formats.single_file import single_file_bytes
 
     folder = mpaths.models_dirs[0] / "vqgan"
     folder.mkdir()
@@ -784,7 +785,7 @@ def test_models_single_file_bits_do_not_depend_on_the_data_offset(mpaths, tiny_d
     whose weights torch allocated (CPU kernels round differently on unaligned memory)."""
     import diffusers
 
-    from comfyui_genart.nodes.models import single_file_bytes
+    from comfyui_genart.core.formats.single_file import single_file_bytes
 
     class_type, class_name = LOADERS[folder]
     kind = folder.split("/")[0]
@@ -853,7 +854,7 @@ def test_models_sd15_checkpoint_bits_do_not_depend_on_the_data_offset(sd_paths, 
 def test_models_read_safetensors_equals_load_file_and_refuses_bad_headers(tmp_path):
     from safetensors.torch import load_file, save
 
-    from comfyui_genart.graph.weights import WeightsFormatError, read_safetensors
+    from comfyui_genart.core.weights import WeightsFormatError, read_safetensors
 
     tensors = {"f": torch.randn(3, 5), "h": torch.randn(7).half(), "b": torch.randn(2, 2).bfloat16(),
                "i": torch.arange(6).reshape(2, 3), "m": torch.tensor([True, False]), "e": torch.zeros(0, 4),

@@ -146,7 +146,7 @@ def test_node_input_named_prompt_is_not_shadowed_by_comfyui_hidden_input(pack):
             seen.setdefault("texts", []).append(text)
             raise RuntimeError("stop after tokenizing")
 
-    from comfyui_genart.nodes.handles import TextEncoderHandle
+    from comfyui_genart.core.handles import TextEncoderHandle
 
     handle = TextEncoderHandle(tokenizer=Spy(), text_encoder=torch.nn.Linear(1, 1))
     handle.text_encoder.config = type("C", (), {"max_position_embeddings": 8})()

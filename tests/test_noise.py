@@ -56,10 +56,11 @@ def capture_registry(pack):
     from diffusers import DDIMScheduler
     from pydantic import Field
 
+    from comfyui_genart.core.handles import SchedulerHandle
     from comfyui_genart.graph.node import Node, NodeOutputs
     from comfyui_genart.graph.registry import Registry
     from comfyui_genart.graph.types import Latent
-    from comfyui_genart.nodes.handles import Denoiser, Scheduler, SchedulerHandle
+    from comfyui_genart.nodes.sockets import Denoiser, Scheduler
 
     class TestScheduler(Node):
         """A default DDIM scheduler."""
@@ -114,7 +115,7 @@ def denoiser(scale=1.0):
     """A tiny UNet for 4-channel latents: InjectNoise reads its latent_scale, device and dtype."""
     from tiny_models import tiny_unet
 
-    from comfyui_genart.nodes.handles import DenoiserHandle
+    from comfyui_genart.core.handles import DenoiserHandle
 
     return DenoiserHandle(tiny_unet(), latent_scale=scale)
 
@@ -129,14 +130,14 @@ def inject(**inputs):
 def ddim_handle(**config):
     from diffusers import DDIMScheduler
 
-    from comfyui_genart.nodes.handles import SchedulerHandle
+    from comfyui_genart.core.handles import SchedulerHandle
 
     return SchedulerHandle("DDIMScheduler", dict(DDIMScheduler(**config).config))
 
 
 @pytest.mark.parametrize(("shape", "seed", "index", "dtype"), CASES)
 def test_prepare_noise_matches_comfyui_transcription(shape, seed, index, dtype):
-    from comfyui_genart.nodes.noise import prepare_noise
+    from comfyui_genart.core.noise import prepare_noise
 
     ours = prepare_noise(shape, seed, index, dtype=dtype)
     reference = comfyui_prepare_noise(torch.zeros(shape, dtype=dtype), seed, index)
@@ -146,7 +147,7 @@ def test_prepare_noise_matches_comfyui_transcription(shape, seed, index, dtype):
 
 def test_prepare_noise_matches_real_comfyui(tmp_path):
     """Against the function imported from a ComfyUI checkout, run by ComfyUI's own interpreter."""
-    from comfyui_genart.nodes.noise import prepare_noise
+    from comfyui_genart.core.noise import prepare_noise
 
     setting = os.environ.get("GENART_COMFYUI_DIR")
     if not setting:
@@ -227,7 +228,8 @@ def test_noise_rejects_a_batch_index_of_the_wrong_length():
 
 
 def test_offset_noise_adds_a_per_channel_constant_with_the_offset_as_std():
-    from comfyui_genart.nodes.noise import Noise, prepare_noise
+    from comfyui_genart.core.noise import prepare_noise
+    from comfyui_genart.nodes.noise import Noise
 
     shape = (64, 4, 16, 16)
     out = run(Noise(latent={"samples": torch.zeros(shape)}, seed=21, kind="offset", offset=0.5)).noise["samples"]
@@ -288,8 +290,8 @@ def test_inject_noise_by_strength_equals_diffusers_img2img(scheduler, strength):
     import diffusers
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    from comfyui_genart.nodes.handles import SchedulerHandle
-    from comfyui_genart.nodes.noise import prepare_noise
+    from comfyui_genart.core.handles import SchedulerHandle
+    from comfyui_genart.core.noise import prepare_noise
 
     cls = getattr(diffusers, scheduler)
     handle = SchedulerHandle(scheduler, dict(cls().config))
@@ -311,7 +313,7 @@ def test_inject_noise_by_strength_equals_diffusers_img2img(scheduler, strength):
 def test_inject_noise_by_timestep_is_the_vp_formula():
     from diffusers import DDPMScheduler
 
-    from comfyui_genart.nodes.handles import SchedulerHandle
+    from comfyui_genart.core.handles import SchedulerHandle
 
     handle = SchedulerHandle("DDPMScheduler", dict(DDPMScheduler().config))
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -332,7 +334,7 @@ def test_inject_noise_by_timestep_takes_the_first_step_at_or_below_it(scheduler)
     step (order-2 schedulers included) and the noise level the sampler expects there."""
     import diffusers
 
-    from comfyui_genart.nodes.handles import SchedulerHandle
+    from comfyui_genart.core.handles import SchedulerHandle
 
     handle = SchedulerHandle(scheduler, dict(getattr(diffusers, scheduler)().config))
     schedule = handle.fresh()

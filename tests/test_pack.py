@@ -124,7 +124,7 @@ def test_pack_cli_runtime_failure_exit_code_1(tmp_path):
 
 def test_pack_cli_prints_written_files_and_reported_text(tmp_path):
     """Headless, as ComfyUI would show it: a metrics report's table on stderr, every file written on stdout."""
-    prompt = {"1": {"class_type": "GenArtLoadImage", "inputs": {"image": "example.png"}},
+    prompt = {"1": {"class_type": "GenArtLoadImage", "inputs": {"image": "genart-example-emoji.png"}},
               "2": {"class_type": "GenArtMeasurePSNR", "inputs": {"image_a": ["1", 0], "image_b": ["1", 0],
                                                                  "label": "same image"}},
               "3": {"class_type": "GenArtMetricsReport", "inputs": {"metrics_1": ["2", 0], "filename_prefix": "r/x"}}}
@@ -196,7 +196,7 @@ def test_pack_installed_wheel_runs_a_shipped_workflow_from_anywhere(tmp_path):
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
     package = site / "comfyui_genart"
-    for shipped in ("input/example.png", "web/genart.js", "models/vqgan/genart-emoji32/config.json",
+    for shipped in ("input/genart-example-emoji.png", "web/genart.js", "models/vqgan/genart-emoji32/config.json",
                     "workflows/protect-image.json"):
         assert (package / shipped).is_file(), shipped
     work = tmp_path / "elsewhere"
@@ -210,18 +210,33 @@ def test_pack_installed_wheel_runs_a_shipped_workflow_from_anywhere(tmp_path):
     assert len(list((work / "output" / "genart").glob("protect_*.png"))) == 1
 
 
-def test_pack_readme_python_example_runs(tmp_path):
-    """The README's "From Python" block, run as written (its relative paths resolved in a scratch folder)."""
+def readme_python_blocks() -> list[str]:
     import re
 
-    code = re.search(r"## From Python\n\n```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
-    (tmp_path / "workflows" / "api").mkdir(parents=True)
-    shutil.copy(REPO / "workflows" / "api" / "image-utilities.json", tmp_path / "workflows" / "api")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    section = re.search(r"## From Python\n(.*?)\n## ", (REPO / "README.md").read_text(), re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@pytest.mark.parametrize("index", range(3), ids=["run_workflow", "executor", "library"])
+def test_pack_readme_python_examples_run(tmp_path, index):
+    """The README's "From Python" blocks, run as written in a scratch folder holding the shipped workflows."""
+    blocks = readme_python_blocks()
+    assert len(blocks) == 3
+    shutil.copytree(REPO / "workflows", tmp_path / "workflows")
+    proc = subprocess.run([sys.executable, "-c", blocks[index]], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "'filename': 'image-utilities_00001_.png'" in proc.stdout
-    assert (tmp_path / "output" / "genart" / "image-utilities_00001_.png").is_file()
+    out = proc.stdout
+    if index == 0:
+        assert out.startswith("torch.Size([8, 32, 32, 3]) emoji_00001_.png")
+        assert (tmp_path / "output" / "generate" / "emoji_00001_.png").is_file()
+    elif index == 1:
+        first, second = out.splitlines()
+        assert first == "1 ['1', '2', '3', '4', '5', '6', '7', '8'] torch.Size([4, 4, 16, 16])"
+        assert second == "2 ['5', '6', '7', '8'] torch.Size([4, 4, 16, 16])", "the loaders ran once"
+    else:
+        within, accuracy = out.split()
+        assert within == "True" and float(accuracy) < 1.0
 
 
 def test_pack_readme_node_list_and_workflows_are_current():

@@ -68,7 +68,7 @@ def test_safety_load_image_with_alpha_gives_comfyui_mask(make_executor, paths):
     rgba = Image.new("RGBA", (5, 3), (255, 0, 0, 255))
     rgba.putpixel((0, 0), (0, 255, 0, 0))
     rgba.save(paths.input_dir / "a.png")
-    from comfyui_genart.nodes.io import pil_to_tensor
+    from comfyui_genart.core.images import pil_to_tensor
 
     with Image.open(paths.input_dir / "a.png") as im:
         image, mask = pil_to_tensor(im)
@@ -85,7 +85,7 @@ class _Exploit:
 
 
 def test_safety_ckpt_pickle_is_never_unpickled(tmp_path):
-    from comfyui_genart.graph.weights import UnsafeWeightsError, load_state_dict
+    from comfyui_genart.core.weights import UnsafeWeightsError, load_state_dict
 
     marker = __import__("pathlib").Path("/tmp/genart-pwned-marker")
     marker.unlink(missing_ok=True)
@@ -134,25 +134,27 @@ def test_safety_model_listing_shows_folders_once_and_files(paths):
 def test_safety_pack_example_image_is_found_after_the_input_folder(paths):
     from comfyui_genart.graph.safety import PACK_INPUT_DIR
 
-    shipped = PACK_INPUT_DIR / "example.png"
-    assert shipped.is_file(), "the shipped workflows load input/example.png"
-    assert paths.resolve_input("input", "example.png") == shipped
-    assert paths.list_files("input", (".png",)).count("example.png") == 1
+    shipped = PACK_INPUT_DIR / "genart-example-emoji.png"
+    assert shipped.is_file(), "the shipped workflows load input/genart-example-emoji.png"
+    assert paths.resolve_input("input", "genart-example-emoji.png") == shipped
+    assert paths.list_files("input", (".png",)).count("genart-example-emoji.png") == 1
     from comfyui_genart.graph.context import RunContext, RunSettings
     from comfyui_genart.nodes.io import check_image_file
 
     [(_, missing)] = check_image_file({"image": "nope.png"}, RunContext(RunSettings(paths=paths)))
     assert f"not found in {paths.input_dir}, {PACK_INPUT_DIR}" in missing, "both folders searched are named"
-    Image.new("RGB", (4, 4)).save(paths.input_dir / "example.png")  # the user's own file of that name wins
-    assert paths.resolve_input("input", "example.png") == (paths.input_dir / "example.png").resolve()
-    assert paths.list_files("input", (".png",)).count("example.png") == 1
+    Image.new("RGB", (4, 4)).save(paths.input_dir / "genart-example-emoji.png")  # the user's own file of that name wins
+    own = (paths.input_dir / "genart-example-emoji.png").resolve()
+    assert paths.resolve_input("input", "genart-example-emoji.png") == own
+    assert paths.list_files("input", (".png",)).count("genart-example-emoji.png") == 1
 
 
 def test_written_files_get_default_permissions(tmp_path):
     # Temp files are created 0600; a saved image or model must not stay private to the writer.
     import stat
 
-    from comfyui_genart.graph.safety import atomic_write, default_modes, share_modes
+    from comfyui_genart.core.files import default_modes, share_modes
+    from comfyui_genart.graph.safety import atomic_write
 
     FILE_MODE, DIR_MODE = default_modes()
 

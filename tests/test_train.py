@@ -51,7 +51,7 @@ def emoji_like_folder(root, count=10, size=16):
 
 @pytest.fixture()
 def data(tmp_path):
-    from comfyui_genart.nodes.dataset import open_image_folder
+    from comfyui_genart.core.dataset import open_image_folder
 
     return open_image_folder(emoji_like_folder(tmp_path / "data"), 16, 0.3, flip=True)
 
@@ -64,7 +64,7 @@ def test_ema_quantizer_saves_as_plain_diffusers_vqmodel(tmp_path):
     from diffusers.models.autoencoders.vae import VectorQuantizer
     from tiny_models import VQ_CONFIG
 
-    from comfyui_genart.nodes.vq_quantizer import EMAVectorQuantizer
+    from comfyui_genart.core.quantizer import EMAVectorQuantizer
 
     torch.manual_seed(0)
     model = VQModel(**VQ_CONFIG)
@@ -88,7 +88,7 @@ def test_ema_quantizer_saves_as_plain_diffusers_vqmodel(tmp_path):
 
 
 def test_ema_quantizer_kmeans_restart_and_commitment():
-    from comfyui_genart.nodes.vq_quantizer import EMAVectorQuantizer
+    from comfyui_genart.core.quantizer import EMAVectorQuantizer
 
     torch.manual_seed(0)
     q = EMAVectorQuantizer(64, 4, beta=0.25, dead_code_threshold=1.0).train()
@@ -126,7 +126,7 @@ def test_gradient_quantizer_mode_fixes_commitment_weight():
 
 
 def test_hinge_loss_and_adaptive_weight():
-    from comfyui_genart.nodes.vqgan_loss import PatchDiscriminator, adaptive_weight, hinge_d_loss
+    from comfyui_genart.core.vqgan_losses import PatchDiscriminator, adaptive_weight, hinge_d_loss
 
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
     torch.testing.assert_close(hinge_d_loss(real, fake), torch.tensor(0.5 * (0.25 + 0.5)))
@@ -141,7 +141,7 @@ def test_hinge_loss_and_adaptive_weight():
 def test_perceptual_loss_reads_local_weights(tmp_path):
     from safetensors.torch import save_file
 
-    from comfyui_genart.nodes.vqgan_loss import PerceptualLoss
+    from comfyui_genart.core.vqgan_losses import PerceptualLoss
 
     torch.manual_seed(0)
     probe = PerceptualLoss.__new__(PerceptualLoss)
@@ -169,7 +169,7 @@ def test_perceptual_loss_reads_local_weights(tmp_path):
 
 def test_psnr_ssim_match_skimage():
     skimage_metrics = pytest.importorskip("skimage.metrics")
-    from comfyui_genart.nodes.vqgan_trainer import psnr_ssim
+    from comfyui_genart.core.vqgan_trainer import psnr_ssim
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 32, 32, generator=gen, dtype=torch.float64)
@@ -187,7 +187,7 @@ def test_psnr_ssim_match_skimage():
 
 
 def test_optimizer_state_round_trip(tmp_path):
-    from comfyui_genart.nodes.train_loop import Checkpoints, load_optimizer_state, optimizer_state
+    from comfyui_genart.core.train_loop import Checkpoints, load_optimizer_state, optimizer_state
 
     p = torch.nn.Parameter(torch.randn(3))
     opt = torch.optim.Adam([p], lr=0.1, betas=(0.5, 0.9))
@@ -213,9 +213,9 @@ def _vq_state(result):
 
 
 def test_vqgan_interrupted_and_resumed_equals_uninterrupted(tmp_path, data):
+    from comfyui_genart.core.train_loop import Checkpoints
+    from comfyui_genart.core.vqgan_trainer import VQGANConfig, train_vqgan
     from comfyui_genart.graph.context import Interrupted
-    from comfyui_genart.nodes.train_loop import Checkpoints
-    from comfyui_genart.nodes.vqgan_trainer import VQGANConfig, train_vqgan
 
     config = VQGANConfig(**TINY_VQ, steps=6, disc_start=2, seed=3)
     straight = train_vqgan(config, data, tmp_path / "a", tmp_path / "a-ck")
@@ -239,8 +239,8 @@ def test_vqgan_interrupted_and_resumed_equals_uninterrupted(tmp_path, data):
 
 
 def test_resume_refuses_changed_settings(tmp_path, data):
-    from comfyui_genart.nodes.train_loop import ResumeMismatchError
-    from comfyui_genart.nodes.vqgan_trainer import VQGANConfig, train_vqgan
+    from comfyui_genart.core.train_loop import ResumeMismatchError
+    from comfyui_genart.core.vqgan_trainer import VQGANConfig, train_vqgan
 
     config = VQGANConfig(**TINY_VQ, steps=2, disc_weight=0.0)
     train_vqgan(config, data, tmp_path / "m", tmp_path / "ck")
@@ -258,7 +258,7 @@ SHIPPED_RECIPE = dict(prediction_type="v_prediction", loss_weighting="min_snr", 
 def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, recipe):
     from tiny_models import VQ_CONFIG, tiny_vq
 
-    from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, train_denoiser
+    from comfyui_genart.core.denoiser_trainer import DenoiserConfig, train_denoiser
 
     assert VQ_CONFIG["block_out_channels"] == (32, 64)
     vq = tiny_vq()
@@ -278,7 +278,7 @@ def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, r
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "bit-identical EMA weights"
     assert straight.history == resumed.history
-    from comfyui_genart.graph.safety import default_modes
+    from comfyui_genart.core.files import default_modes
 
     FILE_MODE = default_modes()[0]
 
@@ -292,7 +292,7 @@ def test_denoiser_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, r
 
 
 def test_min_snr_weighting_matches_the_paper_per_prediction_type():
-    from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, denoising_loss, training_target
+    from comfyui_genart.core.denoiser_trainer import DenoiserConfig, denoising_loss, training_target
 
     alpha_bar = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, 0.0101
     snr = alpha_bar / (1 - alpha_bar)
@@ -316,8 +316,8 @@ def test_min_snr_weighting_matches_the_paper_per_prediction_type():
 def test_cosine_learning_rate_and_its_resume_rule(tmp_path, data):
     from tiny_models import tiny_vq
 
-    from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, train_denoiser
-    from comfyui_genart.nodes.train_loop import ResumeMismatchError, check_resumable, config_dict, learning_rate
+    from comfyui_genart.core.denoiser_trainer import DenoiserConfig, train_denoiser
+    from comfyui_genart.core.train_loop import ResumeMismatchError, check_resumable, config_dict, learning_rate
 
     assert learning_rate(1.0, 0, 10, 110) == pytest.approx(0.1)
     assert learning_rate(1.0, 9, 10, 110) == pytest.approx(1.0)
@@ -423,7 +423,7 @@ def test_dataset_nodes_validate_folder(registry, paths):
         Executor(registry, RunSettings(paths=paths)).run(prompt)
     emoji_like_folder(paths.input_dir / "nothing-here", size=32)
     report = Executor(registry, RunSettings(paths=paths)).run(prompt)
-    from comfyui_genart.nodes.dataset import open_image_folder
+    from comfyui_genart.core.dataset import open_image_folder
 
     heldout = open_image_folder(paths.input_dir / "nothing-here", 32, 0.1).heldout
     assert len(report.ui["3"]["images"]) == min(4, len(heldout)) > 0
@@ -437,8 +437,8 @@ import json, os, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from comfyui_genart.nodes.dataset import open_image_folder
-from comfyui_genart.nodes.vqgan_trainer import VQGANConfig, train_vqgan
+from comfyui_genart.core.dataset import open_image_folder
+from comfyui_genart.core.vqgan_trainer import VQGANConfig, train_vqgan
 config = VQGANConfig(**json.loads(sys.argv[2]))
 data = open_image_folder(Path(sys.argv[1]), 16, 0.0, flip=True)
 out = Path(sys.argv[3])

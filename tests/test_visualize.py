@@ -62,7 +62,7 @@ def test_image_grid_refuses_a_grid_over_the_pixel_limit(monkeypatch):
 
 
 def test_column_values_take_the_max_when_bars_outnumber_columns():
-    from comfyui_genart.nodes.visualize import column_values
+    from comfyui_genart.core.plots import column_values
 
     values = torch.tensor([1, 5, 2, 0, 0, 0, 7, 3])
     assert column_values(values, 4).tolist() == [5, 2, 0, 7]
@@ -78,8 +78,9 @@ def bar_heights(image, colour):
 
 @pytest.mark.parametrize("order", ["index", "count"])
 def test_codebook_histogram_bars_follow_the_counts(order):
-    from comfyui_genart.nodes.handles import CodeMap
-    from comfyui_genart.nodes.visualize import BAR_COLOUR, UNUSED_COLOUR, CodebookHistogram
+    from comfyui_genart.core.handles import CodeMap
+    from comfyui_genart.core.plots import BAR_COLOUR, UNUSED_COLOUR
+    from comfyui_genart.nodes.visualize import CodebookHistogram
 
     # 4 codes over a 64-pixel image: the plot is 56 columns wide (4-pixel margins), 14 per code.
     indices = torch.tensor([[[3, 3, 3], [1, 3, 3], [3, 1, 3]]])  # counts: code 1 twice, code 3 seven times
@@ -99,8 +100,9 @@ def test_codebook_histogram_bars_follow_the_counts(order):
 
 
 def test_codebook_histogram_log_scale_lifts_small_counts():
-    from comfyui_genart.nodes.handles import CodeMap
-    from comfyui_genart.nodes.visualize import BAR_COLOUR, CodebookHistogram
+    from comfyui_genart.core.handles import CodeMap
+    from comfyui_genart.core.plots import BAR_COLOUR
+    from comfyui_genart.nodes.visualize import CodebookHistogram
 
     indices = torch.tensor([[[0] * 99 + [1]]])
     codes = CodeMap(indices, 2, 4)

@@ -1,5 +1,5 @@
 """Every shipped workflow runs headless as a user runs it: on the shipped default model (found in the pack's
-own models/ folder) and input/example.png; tiny models built from configs stand in where none ships
+own models/ folder) and input/genart-example-emoji.png; tiny models built from configs stand in where none ships
 (text-to-image)."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def models_dir(tmp_path_factory):
     return root
 
 
-PACK_PARTS = ("__init__.py", "graph", "nodes", "models", "input", "workflows", "web")
+PACK_PARTS = ("__init__.py", "graph", "core", "nodes", "models", "input", "workflows", "web")
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +70,13 @@ def written(root):
 
 @pytest.fixture()
 def workflow_paths(paths, models_dir):
+    """The user's folders as a stock ComfyUI has them: its input/ ships a 768x768 example.png, which the
+    shipped workflows must not pick up in place of the pack's own image."""
+    from PIL import Image
+
     paths.models_dirs = [models_dir]
-    assert not (paths.input_dir / "example.png").exists(), "input/example.png must come from the pack's own folder"
+    Image.new("RGB", (768, 768), (20, 120, 200)).save(paths.input_dir / "example.png")
+    assert not (paths.input_dir / "genart-example-emoji.png").exists(), "the pack's image comes from its own input/"
     return paths
 
 

@@ -119,11 +119,11 @@ def main() -> int:
     load_pack()
     from diffusers import UNet2DModel, VQModel
 
-    from comfyui_genart.nodes.dataset import open_image_folder
-    from comfyui_genart.nodes.denoiser_trainer import DenoiserConfig, scheduler_config
-    from comfyui_genart.nodes.handles import TRAINING_FILE
-    from comfyui_genart.nodes.train_loop import dataclass_from
-    from comfyui_genart.nodes.vqgan_trainer import evaluate_vq
+    from comfyui_genart.core.dataset import open_image_folder
+    from comfyui_genart.core.denoiser_trainer import DenoiserConfig, scheduler_config
+    from comfyui_genart.core.handles import TRAINING_FILE
+    from comfyui_genart.core.train_loop import dataclass_from
+    from comfyui_genart.core.vqgan_trainer import evaluate_vq
 
     vq = VQModel.from_pretrained(args.models_dir / "vqgan" / args.name, local_files_only=True,
                                  torch_dtype=torch.float32).eval()

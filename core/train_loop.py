@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ..graph.safety import share_modes
-from ..graph.weights import read_safetensors
+from .files import share_modes
+from .weights import read_safetensors
 
 STATE_FILE = "state.safetensors"
 META_FILE = "trainer_state.json"

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-
-from ..graph.types import Socket
 
 # Written beside a UNet trained here: its latent_scale and every training setting (prediction_type too).
 TRAINING_FILE = "genart_training.json"
@@ -130,13 +128,3 @@ class CodeMap:
     indices: torch.Tensor
     num_codes: int
     embed_dim: int
-
-
-# The sockets, declared once: annotate node fields and outputs with these.
-VQModel = Annotated[VQModelHandle, Socket("GENART_VQMODEL")]
-Autoencoder = Annotated[AutoencoderHandle, Socket("GENART_AUTOENCODER")]
-Denoiser = Annotated[DenoiserHandle, Socket("GENART_DENOISER")]
-Scheduler = Annotated[SchedulerHandle, Socket("GENART_SCHEDULER")]
-TextEncoder = Annotated[TextEncoderHandle, Socket("GENART_TEXT_ENCODER")]
-ConditioningSocket = Annotated[Conditioning, Socket("GENART_CONDITIONING")]
-Codes = Annotated[CodeMap, Socket("GENART_CODES")]

@@ -13,14 +13,12 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
 from PIL import ImageOps
-
-from ..graph.types import Socket
 
 DATASET_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 # Optional file in the folder: {"relative/file.png": "group name"}; files of one group share a split.
@@ -193,5 +191,3 @@ def train_batches(data: ImageFolder, global_batch: int, seed: int, start_step: i
                                          num_workers=num_workers, persistent_workers=False)
     yield from loader
 
-
-ImageDataset = Annotated[ImageFolder, Socket("GENART_DATASET")]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph.weights import load_state_dict
+from .weights import load_state_dict
 
 
 class PatchDiscriminator(nn.Module):

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..graph.safety import share_modes
 from .dataset import ImageFolder, train_batches
+from .files import share_modes
+from .metrics import ssim_and_cs
+from .quantizer import EMAVectorQuantizer
 from .train_loop import (
     CheckpointCadence,
     Checkpoints,
@@ -35,8 +36,7 @@ from .train_loop import (
     optimizer_state,
     set_learning_rate,
 )
-from .vq_quantizer import EMAVectorQuantizer
-from .vqgan_loss import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_d_loss
+from .vqgan_losses import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_d_loss
 
 
 @dataclass(frozen=True)
@@ -113,24 +113,11 @@ def psnr_ssim(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """Per-image PSNR (dB) and SSIM of images [B, C, H, W] in [0, 1] (data range 1).
 
     SSIM as skimage's structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-    data_range=1): 11x11 Gaussian window, means over channels and the fully covered window positions.
+    data_range=1): 11x11 Gaussian window, only window positions inside the image (the model card's figure).
     """
     mse = ((x - y) ** 2).flatten(1).mean(1)
     psnr = 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
-    coords = torch.arange(11, dtype=torch.float64) - 5
-    g = torch.exp(-(coords**2) / (2 * 1.5**2))
-    g = (g / g.sum()).to(x.dtype)
-    c = x.shape[1]
-    window = (g[:, None] * g[None, :]).expand(c, 1, 11, 11).contiguous()
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window, groups=c)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return psnr, s.flatten(1).mean(1)
+    return psnr, ssim_and_cs(x, y, 1.5, border="valid")[0]
 
 
 @torch.no_grad()

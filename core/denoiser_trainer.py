@@ -19,8 +19,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from ..graph.safety import share_modes
 from .dataset import BatchPlan, ImageFolder, mix_seed
+from .files import share_modes
 from .handles import TRAINING_FILE
 from .train_loop import (
     CheckpointCadence,

@@ -1,0 +1,42 @@
+"""Previews drawn at the end of training: reconstructions of a VQGAN, samples of a denoiser."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .dataset import ImageFolder, Split
+from .handles import DenoiserHandle, SchedulerHandle, VQModelHandle
+
+
+@torch.no_grad()
+def reconstruction_preview(vq: Any, data: ImageFolder, count: int = 8) -> torch.Tensor:
+    """Two rows: held-out (or training) images and their reconstructions, as one IMAGE [1, 2H, count*W, 3]."""
+    split: Split = "heldout" if data.heldout else "train"
+    x = data.images(split, 0, count).to(next(vq.parameters()).device)
+    x_hat = (vq(x * 2 - 1).sample / 2 + 0.5).clamp(0, 1)
+    rows = torch.cat([torch.cat(list(x), dim=2), torch.cat(list(x_hat), dim=2)], dim=1)
+    return rows.movedim(0, -1)[None].float().cpu().contiguous()
+
+
+@torch.no_grad()
+def sample_preview(denoiser: DenoiserHandle, vq: VQModelHandle, scheduler: SchedulerHandle, count: int,
+                   steps: int = 25) -> torch.Tensor:
+    """`count` DDIM samples decoded and laid out 8 per row: IMAGE [1, rows*H, 8*W, 3]."""
+    from diffusers import DDIMScheduler
+
+    unet = denoiser.model
+    sched = DDIMScheduler.from_config(scheduler.config)
+    sched.set_timesteps(steps)
+    size, channels = int(unet.config.sample_size), int(unet.config.in_channels)
+    x = torch.randn(count, channels, size, size, generator=torch.Generator().manual_seed(0)).to(denoiser.device)
+    for t in sched.timesteps:
+        x = sched.step(unet(x, t).sample, t, x).prev_sample
+    z = (x / denoiser.latent_scale).to(vq.device, vq.dtype)
+    images = (vq.model.decode(z).sample / 2 + 0.5).clamp(0, 1).float().cpu()
+    cols = min(8, count)
+    rows = -(-count // cols)
+    pad = torch.ones(rows * cols - count, *images.shape[1:])
+    images = torch.cat([images, pad]).reshape(rows, cols, *images.shape[1:])
+    grid = torch.cat([torch.cat(list(row), dim=2) for row in images], dim=1)
+    return grid.movedim(0, -1)[None].contiguous()

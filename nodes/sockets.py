@@ -1,0 +1,33 @@
+"""The GENART_* socket types, declared once: annotate node fields and outputs with these.
+
+A socket is a payload type from the library (`core/`) tagged with its ComfyUI type name, as ComfyUI's own
+MODEL, VAE and CLIP sockets carry the library's ModelPatcher, VAE and CLIP objects.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from ..core.dataset import ImageFolder
+from ..core.defenses import DefenseTransform
+from ..core.handles import (
+    AutoencoderHandle,
+    CodeMap,
+    Conditioning,
+    DenoiserHandle,
+    SchedulerHandle,
+    TextEncoderHandle,
+    VQModelHandle,
+)
+from ..core.measurements import MetricSet
+from ..graph.types import Socket
+
+VQModel = Annotated[VQModelHandle, Socket("GENART_VQMODEL")]
+Autoencoder = Annotated[AutoencoderHandle, Socket("GENART_AUTOENCODER")]
+Denoiser = Annotated[DenoiserHandle, Socket("GENART_DENOISER")]
+Scheduler = Annotated[SchedulerHandle, Socket("GENART_SCHEDULER")]
+TextEncoder = Annotated[TextEncoderHandle, Socket("GENART_TEXT_ENCODER")]
+ConditioningSocket = Annotated[Conditioning, Socket("GENART_CONDITIONING")]
+Codes = Annotated[CodeMap, Socket("GENART_CODES")]
+ImageDataset = Annotated[ImageFolder, Socket("GENART_DATASET")]
+Defense = Annotated[DefenseTransform, Socket("GENART_DEFENSE")]
+Metrics = Annotated[MetricSet, Socket("GENART_METRICS")]
