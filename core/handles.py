@@ -42,6 +42,14 @@ class VQModelHandle(_OnDevice):
 
 
 @dataclass(eq=False)
+class GANHandle(_OnDevice):
+    """A GAN generator (core.gan_models.GANGenerator): z -> image, with per-block noise inputs. Socket GENART_GAN."""
+
+    model: Any  # GANGenerator
+    source: str = ""
+
+
+@dataclass(eq=False)
 class AutoencoderHandle(_OnDevice):
     """A diffusers AutoencoderKL. Socket GENART_AUTOENCODER. LATENTs stay unscaled (ComfyUI's
     convention); `scaling_factor` is applied by the denoiser side."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -120,14 +121,30 @@ def psnr_ssim(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return psnr, ssim_and_cs(x, y, 1.5, border="valid")[0]
 
 
+@dataclass(frozen=True)
+class Reconstructions:
+    """How well a VQ autoencoder reconstructs a set of images: PSNR and SSIM (skimage's border) per image,
+    and how many distinct codes the set used."""
+
+    psnr: torch.Tensor
+    ssim: torch.Tensor
+    codes_used: int
+    num_codes: int
+
+    def summary(self) -> dict[str, float]:
+        return {"psnr": float(self.psnr.mean()), "ssim": float(self.ssim.mean()), "codes_used": self.codes_used,
+                "codebook_usage": self.codes_used / self.num_codes, "images": len(self.psnr)}
+
+
 @torch.no_grad()
-def evaluate_vq(vq: Any, images: torch.Tensor, batch: int = 256) -> dict[str, float]:
-    """PSNR, SSIM (means over images) and codebook usage of reconstructions of [N, 3, H, W] in [0, 1]."""
+def measure_reconstructions(vq: Any, chunks: Iterable[torch.Tensor]) -> Reconstructions:
+    """Reconstruct chunks of [N, 3, H, W] images in [0, 1] (one tensor's slices, or an image set read from
+    disk) through encode, quantize and decode."""
     vq = vq.eval()
     device = next(vq.parameters()).device
     psnrs, ssims, codes = [], [], []
-    for i in range(0, len(images), batch):
-        x = images[i:i + batch].to(device)
+    for chunk in chunks:
+        x = chunk.to(device)
         h = vq.encode(x * 2 - 1).latents
         z_q, _, (_, _, idx) = vq.quantize(h)
         x_hat = (vq.decode(z_q, force_not_quantize=True).sample / 2 + 0.5).clamp(0, 1)
@@ -135,10 +152,15 @@ def evaluate_vq(vq: Any, images: torch.Tensor, batch: int = 256) -> dict[str, fl
         psnrs.append(p.cpu())
         ssims.append(s.cpu())
         codes.append(idx.reshape(-1).cpu())
-    num_codes = int(vq.config.num_vq_embeddings)
-    used = int(torch.unique(torch.cat(codes)).numel()) if codes else 0
-    return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
-            "codes_used": used, "codebook_usage": used / num_codes, "images": len(images)}
+    if not codes:
+        raise ValueError("no images to reconstruct")
+    used = int(torch.unique(torch.cat(codes)).numel())
+    return Reconstructions(torch.cat(psnrs), torch.cat(ssims), used, int(vq.config.num_vq_embeddings))
+
+
+def evaluate_vq(vq: Any, images: torch.Tensor, batch: int = 256) -> dict[str, float]:
+    """PSNR, SSIM (means over images) and codebook usage of reconstructions of [N, 3, H, W] in [0, 1]."""
+    return measure_reconstructions(vq, (images[i:i + batch] for i in range(0, len(images), batch))).summary()
 
 
 def train_vqgan(config: VQGANConfig, data: ImageFolder, model_dir: Path, checkpoint_dir: Path,

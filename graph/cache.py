@@ -116,11 +116,22 @@ class OutputCache:
         self.used = 0
 
 
+# Payload classes the disk cache may rebuild, by name: each has to_cache() -> dict of storable values and
+# from_cache(dict). Only these are rebuilt (by looking the name up here), so a cache file never names code.
+CACHE_TYPES: dict[str, Any] = {}
+
+
+def register_cache_type(cls: type) -> type:
+    """Let the disk cache store `cls` (a payload with to_cache / from_cache); usable as a decorator."""
+    CACHE_TYPES[cls.__name__] = cls
+    return cls
+
+
 class DiskCache:
     """Outputs of expensive nodes as safetensors files named by structural key; reused across processes.
 
-    Only tensors, dicts of tensors and JSON scalars are stored; anything else (a model object) is not
-    serializable and is simply not persisted.
+    Only tensors, dicts and lists of them, JSON scalars and registered payload types (register_cache_type)
+    are stored; anything else (a model object) is not serializable and is simply not persisted.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -177,6 +188,8 @@ def _flatten(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
         return {"list": [_flatten(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]}
     if value is None or isinstance(value, (str, int, float, bool)):
         return {"value": value}
+    if CACHE_TYPES.get(type(value).__name__) is type(value):
+        return {"type": type(value).__name__, "fields": _flatten(value.to_cache(), name, tensors)}
     raise TypeError(f"{type(value).__name__} is not serializable")
 
 
@@ -187,5 +200,10 @@ def _unflatten(item: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
         return {k: _unflatten(v, tensors) for k, v in item["dict"].items()}
     if "list" in item:
         return [_unflatten(v, tensors) for v in item["list"]]
+    if "type" in item:
+        cls = CACHE_TYPES.get(item["type"])
+        if cls is None:
+            raise KeyError(f"cache entry of unknown type {item['type']!r}")
+        return cls.from_cache(_unflatten(item["fields"], tensors))
     return item["value"]
 

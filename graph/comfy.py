@@ -101,11 +101,13 @@ def comfy_class(cls: type[Node], settings_factory: Any = None) -> type:
         types = spec.input_types()
         settings = get_settings()
         for ins in spec.file_inputs:
-            if ins.file is None:
+            if ins.file is None or not ins.file.listed:
                 continue
             section = "required" if ins.required else "optional"
             _, opts = types[section][ins.name]
             files = settings.paths.list_files(ins.file.folder, ins.file.extensions, ins.file.folders)
+            if opts.get("default") not in files:  # a default file the user does not have: the list's first
+                opts = {k: v for k, v in opts.items() if k != "default"}
             types[section][ins.name] = (files or [""], opts)
         return {**types, "hidden": dict(HIDDEN)}
 

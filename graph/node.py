@@ -43,6 +43,9 @@ class FileInput:
     image_upload: bool = False
     # Also offer model folders (diffusers layout: a folder with config.json and weights).
     folders: bool = False
+    # Inside ComfyUI: a list of what is there (a combo), or False for a typed name (a text widget: a
+    # dataset folder, whose files would swamp the list). Either way the engine fingerprints and confines it.
+    listed: bool = True
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class InputSpec:
             opts["default"] = self.default
         if self.choices is not None:
             return (list(self.choices), opts)
-        if self.file is not None:
+        if self.file is not None and self.file.listed:
             # A file picker is a combo of the files found; ComfyUI's INPUT_TYPES fills the list in.
             return ([], opts)
         return (self.type, opts)

@@ -8,6 +8,7 @@ from . import (
     defense,
     denoise,
     encode,
+    evaluate,
     image,
     io,
     metrics,
@@ -21,4 +22,5 @@ from . import (
 
 REGISTRY = Registry()
 REGISTRY.register_modules([io, image, models, encode, quantize, decode, noise, conditioning, denoise, sample,
-                           visualize, attack, defense, metrics, train, comfy_standins])
+                           visualize, attack, defense, metrics, evaluate, train,
+                           comfy_standins])

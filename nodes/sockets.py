@@ -9,21 +9,25 @@ from typing import Annotated
 
 from ..core.dataset import ImageFolder
 from ..core.defenses import DefenseTransform
+from ..core.features import FeatureExtractor, FeatureSet
 from ..core.handles import (
     AutoencoderHandle,
     CodeMap,
     Conditioning,
     DenoiserHandle,
+    GANHandle,
     SchedulerHandle,
     TextEncoderHandle,
     VQModelHandle,
 )
+from ..core.image_sets import ImageSet
 from ..core.measurements import MetricSet
 from ..graph.types import Socket
 
 VQModel = Annotated[VQModelHandle, Socket("GENART_VQMODEL")]
 Autoencoder = Annotated[AutoencoderHandle, Socket("GENART_AUTOENCODER")]
 Denoiser = Annotated[DenoiserHandle, Socket("GENART_DENOISER")]
+GAN = Annotated[GANHandle, Socket("GENART_GAN")]
 Scheduler = Annotated[SchedulerHandle, Socket("GENART_SCHEDULER")]
 TextEncoder = Annotated[TextEncoderHandle, Socket("GENART_TEXT_ENCODER")]
 ConditioningSocket = Annotated[Conditioning, Socket("GENART_CONDITIONING")]
@@ -31,3 +35,6 @@ Codes = Annotated[CodeMap, Socket("GENART_CODES")]
 ImageDataset = Annotated[ImageFolder, Socket("GENART_DATASET")]
 Defense = Annotated[DefenseTransform, Socket("GENART_DEFENSE")]
 Metrics = Annotated[MetricSet, Socket("GENART_METRICS")]
+ImageSetSocket = Annotated[ImageSet, Socket("GENART_IMAGE_SET")]
+FeatureExtractorSocket = Annotated[FeatureExtractor, Socket("GENART_FEATURES")]
+FeatureSetSocket = Annotated[FeatureSet, Socket("GENART_FEATURE_SET")]

@@ -22,7 +22,7 @@ from ..core.previews import reconstruction_preview, sample_preview
 from ..core.train_loop import StepCallback
 from ..core.vqgan_trainer import VQGANConfig, train_vqgan
 from ..graph.context import RunContext
-from ..graph.node import Node, NodeOutputs, Widget
+from ..graph.node import FileInput, Node, NodeOutputs, Widget
 from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, UnsafePathError, output_prefix
 from ..graph.types import Image, IntSocket, StringSocket, nchw_to_image
 from .io import check_prefix, save_images
@@ -83,15 +83,16 @@ class LoadImageFolder(Node):
 
     CLASS_TYPE = "GenArtLoadImageFolder"
     CATEGORY = "GenArt/train"
-    # The folder's contents can change between runs without any input changing.
-    CACHEABLE = False
 
     class Outputs(NodeOutputs):
         dataset: ImageDataset = Field(description="the dataset (file names and transform; images are read when used)")
         train_count: IntSocket = Field(description="images in the training split")
         heldout_count: IntSocket = Field(description="images in the held-out split")
 
-    folder: str = Field("emoji32", description="folder inside the input folder ('.' = the input folder itself), "
+    # A typed name, not a list: the engine fingerprints every file inside (size, mtime), so the output (and
+    # features extracted from it) is reused until the folder changes.
+    folder: Annotated[str, FileInput("input", listed=False)] = Field(
+        "emoji32", description="folder inside the input folder ('.' = the input folder itself), "
                         "read recursively: .png, .jpg, .jpeg, .webp. A groups.json in it (file -> group name) keeps "
                         "each group on one side of the split")
     resolution: int = Field(32, ge=8, le=MAX_RESOLUTION, description="side in pixels: the shorter side is resized "

@@ -2,11 +2,14 @@
 pointing at this checkout), never as top-level `graph`/`nodes`."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/toy_nodes.py
@@ -53,3 +56,21 @@ def make_executor(toy_registry, paths):
                         cache=OutputCache() if cache else None, disk_cache=disk)
 
     return make
+
+
+def emoji_like_folder(root, count=10, size=16):
+    """Coloured discs on white with transparency, in groups of two."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    groups = {}
+    for i in range(count):
+        r = rng.uniform(size * 0.25, size * 0.45)
+        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        rgba = np.zeros((size, size, 4), np.uint8)
+        rgba[inside] = [*rng.integers(0, 255, 3), 255]
+        Image.fromarray(rgba, "RGBA").save(root / f"e{i:02d}.png")
+        groups[f"e{i:02d}.png"] = f"g{i // 2}"
+    (root / "groups.json").write_text(json.dumps(groups))
+    return root

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, emoji_like_folder
 
 TINY_VQ = dict(block_channels=(16, 32), layers_per_block=1, latent_channels=4, num_codes=32, embed_dim=4,
                norm_num_groups=8, disc_channels=8, disc_layers=2, batch_size=4, checkpoint_every=2,
@@ -29,24 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def emoji_like_folder(root, count=10, size=16):
-    """Coloured discs on white with transparency, in groups of two."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    groups = {}
-    for i in range(count):
-        r = rng.uniform(size * 0.25, size * 0.45)
-        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
-        inside = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        rgba = np.zeros((size, size, 4), np.uint8)
-        rgba[inside] = [*rng.integers(0, 255, 3), 255]
-        Image.fromarray(rgba, "RGBA").save(root / f"e{i:02d}.png")
-        groups[f"e{i:02d}.png"] = f"g{i // 2}"
-    (root / "groups.json").write_text(json.dumps(groups))
-    return root
 
 
 @pytest.fixture()

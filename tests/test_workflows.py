@@ -14,9 +14,10 @@ from PIL import Image
 
 from conftest import REPO
 
-# Training workflows ship with their real settings (minutes of training on a real dataset); tests/test_train.py
-# runs them with a test folder, a few steps and tiny models instead.
-WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json") if not p.stem.startswith("train-"))
+# Training and evaluation workflows ship with their real settings (minutes on the emoji dataset, which is not
+# in git); tests/test_train.py and tests/test_evaluate.py run them on a test folder with fewer steps instead.
+WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json")
+                   if not p.stem.startswith(("train-", "evaluate-")))
 
 
 @pytest.fixture(scope="session")
