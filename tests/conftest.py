@@ -74,3 +74,21 @@ def emoji_like_folder(root, count=10, size=16):
         groups[f"e{i:02d}.png"] = f"g{i // 2}"
     (root / "groups.json").write_text(json.dumps(groups))
     return root
+
+
+def evaluation_prompt(folder="data", **overrides):
+    """The shipped evaluate workflow, shrunk: a test folder of 24 images (emoji_like_folder), a few samples and
+    steps."""
+    prompt = json.loads((REPO / "workflows/api/evaluate-default-model.json").read_text())
+    changes = {"GenArtLoadImageFolder": {"folder": folder, "holdout_fraction": 0.3},
+               "GenArtSampleImageSet": {"count": 8, "steps": 2, "batch": 3},
+               "GenArtRandomCodesImageSet": {"count": 8},
+               "GenArtImageSetImages": {"count": 4},
+               "GenArtKernelDistance": {"subsets": 5, "subset_size": 3},
+               "GenArtMemorization": {"show": 3}}
+    for node in prompt.values():
+        node["inputs"].update(changes.get(node["class_type"], {}))
+        node["inputs"].update(overrides.get(node["class_type"], {}))
+        if node["class_type"] == "GenArtDatasetImageSet" and node["inputs"]["count"]:
+            node["inputs"]["count"] = 6
+    return prompt

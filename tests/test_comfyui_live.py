@@ -459,3 +459,34 @@ def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, 
                                                     headless["filename"]) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b)), f"{name}: {record['filename']} differs"
     _assert_pack_log_clean(comfyui)
+
+
+def test_evaluation_gives_the_same_figures_in_comfyui_and_headless(comfyui: Server, tmp_path: Path) -> None:
+    """The evaluate-default-model workflow (shrunk, on a test folder in ComfyUI's input/): the dataset folder is
+    a typed name there (no file list), the metrics report and both grids equal the headless run's."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import emoji_like_folder, evaluation_prompt
+
+    emoji_like_folder(comfyui.base / "input" / "genart-eval-test", count=24, size=32)
+    prompt = evaluation_prompt("genart-eval-test")
+    for node in prompt.values():
+        if "filename_prefix" in node["inputs"]:
+            node["inputs"]["filename_prefix"] = "live-evaluate/" + node["inputs"]["filename_prefix"].split("/")[-1]
+    status, answer = comfyui.request("POST", "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+    assert status == 200 and answer["node_errors"] == {}, f"{answer}\n{comfyui.tail()}"
+    entry = _wait_for_history(comfyui, answer["prompt_id"])
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{comfyui.tail()}"
+    report = _headless(comfyui, prompt, tmp_path)
+    (report_id,) = [i for i, n in prompt.items() if n["class_type"] == "GenArtMetricsReport"]
+    assert entry["outputs"][report_id]["text"] == report["ui"][report_id]["text"]
+    assert "frechet_distance" in entry["outputs"][report_id]["text"][0]
+    saved = [(i, r) for i, out in entry["outputs"].items() for r in out.get("images", []) if r["type"] == "output"]
+    assert len(saved) == 2, "the samples grid and the memorization grid"
+    for node_id, record in saved:
+        (headless,) = report["ui"][node_id]["images"]
+        with Image.open(comfyui.output_dir / record["subfolder"] / record["filename"]) as a, \
+                Image.open(tmp_path / "output" / headless["subfolder"] / headless["filename"]) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), record["filename"]
+    _assert_pack_log_clean(comfyui)

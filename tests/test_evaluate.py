@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from conftest import REPO, emoji_like_folder
+from conftest import REPO, emoji_like_folder, evaluation_prompt
 
 
 @pytest.fixture()
@@ -70,23 +70,6 @@ def test_dataset_set_counts_and_subsets(tmp_path):
     assert torch.equal(torch.cat(list(sub.chunks())), torch.stack([data.load(n) for n in sub.names]))
     with pytest.raises(ValueError, match=f"has {len(data.train)} images; use at most"):
         dataset_images(data, "train", 99, 0, "d")
-
-
-def evaluation_prompt(**overrides):
-    """The shipped evaluate workflow, shrunk: a test folder of 24 images, a few samples and steps."""
-    prompt = json.loads((REPO / "workflows/api/evaluate-default-model.json").read_text())
-    changes = {"GenArtLoadImageFolder": {"folder": "data", "holdout_fraction": 0.3},
-               "GenArtSampleImageSet": {"count": 8, "steps": 2, "batch": 3},
-               "GenArtRandomCodesImageSet": {"count": 8},
-               "GenArtImageSetImages": {"count": 4},
-               "GenArtKernelDistance": {"subsets": 5, "subset_size": 3},
-               "GenArtMemorization": {"show": 3}}
-    for node in prompt.values():
-        node["inputs"].update(changes.get(node["class_type"], {}))
-        node["inputs"].update(overrides.get(node["class_type"], {}))
-        if node["class_type"] == "GenArtDatasetImageSet" and node["inputs"]["count"]:
-            node["inputs"]["count"] = 6
-    return prompt
 
 
 def test_evaluate_workflow_reports_every_figure(pack, paths):
