@@ -16,6 +16,7 @@ import torch
 from .autoencoders import decode_latents
 from .dataset import ImageFolder, Split
 from .denoising import Guidance, begin_denoising
+from .gan_sampling import NoiseSettings, gan_chunks
 from .handles import DenoiserHandle, SchedulerHandle
 
 Progress = Callable[[int], None]  # called with the number of items just made
@@ -196,3 +197,22 @@ class RandomCodeImages(ImageSet):
             z = self.vq.quantize.get_codebook_entry(idx.to(next(self.vq.parameters()).device),
                                                     (n, self.height, self.width, d))
             yield decode_latents(self.vq, z, quantize=False).cpu()
+
+
+@dataclass(eq=False)
+class GANImages(ImageSet):
+    """`count` samples of a GAN generator (core.gan_models.GANGenerator), made per chunk on demand.
+
+    Item i's z is the i-th draw of one generator seeded with `seed`, its layer noise the i-th item's draws of
+    one seeded with `noise.seed` (core.gan_sampling), so item i is the same whatever the chunk size.
+    """
+
+    generator: Any  # GANGenerator
+    count: int  # type: ignore[assignment]
+    seed: int
+    noise: NoiseSettings
+    label: str
+    chunk_size: int = 128
+
+    def _make(self) -> Iterator[torch.Tensor]:
+        yield from gan_chunks(self.generator, self.seed, self.count, self.noise, self.chunk_size)

@@ -1,4 +1,4 @@
-"""Charts drawn as IMAGE tensors: the codebook usage histogram."""
+"""Charts drawn as IMAGE tensors: the codebook usage histogram, training loss curves."""
 from __future__ import annotations
 
 from typing import Literal
@@ -72,3 +72,56 @@ def codebook_histogram(indices: torch.Tensor, num_codes: int, width: int, height
             draw.line([(margin + x, base + 1), (margin + x, base + tick)], fill=UNUSED_COLOUR)
     array = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)
     return array[None].contiguous()
+
+
+CURVE_COLOURS = ((40, 90, 170), (210, 50, 40), (40, 150, 70), (150, 80, 170), (230, 140, 20))
+
+
+def smoothed(values: list[float], window: int) -> list[float]:
+    """Trailing moving average over `window` entries (a GAN's per-step losses are too noisy to read raw)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def loss_curve(history: list[dict[str, float]], width: int = 640, height: int = 360,
+               keys: tuple[str, ...] | None = None) -> torch.Tensor:
+    """IMAGE [1, height, width, 3]: each logged value (losses, penalties, FD) against the step, smoothed over
+    1% of the run, one colour per key with its last value in the legend; one y axis per chart, so keys of
+    very different scales are drawn each in its own band."""
+    keys = keys or tuple(dict.fromkeys(k for e in history for k in e if k != "step"))
+    image = PILImage.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = load_font(11)
+    if not history or not keys:
+        draw.text((8, height // 2), "no steps logged yet", fill=TEXT_COLOUR, font=font)
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+    band = (height - 16) // len(keys)
+    first, last = history[0]["step"], max(history[-1]["step"], history[0]["step"] + 1)
+    window = max(1, len(history) // 100)
+    for n, key in enumerate(keys):
+        points = [(e["step"], float(e[key])) for e in history if key in e]
+        if not points:
+            continue
+        values = smoothed([v for _, v in points], window)
+        low, high = min(values), max(values)
+        span = high - low or 1.0
+        top, left, right = 16 + n * band, 48, width - 8
+        bottom = top + band - 14
+        draw.rectangle((left, top, right, bottom), outline=(200, 200, 200))
+        colour = CURVE_COLOURS[n % len(CURVE_COLOURS)]
+        xy = [(left + (s - first) / (last - first) * (right - left), bottom - (v - low) / span * (bottom - top))
+              for (s, _), v in zip(points, values, strict=True)]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=1)
+        else:
+            draw.point(xy, fill=colour)
+        draw.text((2, top), f"{high:.3g}", fill=TEXT_COLOUR, font=font)
+        draw.text((2, bottom - 10), f"{low:.3g}", fill=TEXT_COLOUR, font=font)
+        draw.text((left + 4, top + 2), f"{key} (last {values[-1]:.4g})", fill=colour, font=font)
+    draw.text((48, 2), f"step {first} .. {history[-1]['step']}", fill=TEXT_COLOUR, font=font)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]

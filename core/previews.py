@@ -1,4 +1,4 @@
-"""Previews drawn at the end of training: reconstructions of a VQGAN, samples of a denoiser."""
+"""Previews drawn at the end of training: reconstructions of a VQGAN, samples of a denoiser or a GAN."""
 from __future__ import annotations
 
 from typing import Any
@@ -33,7 +33,21 @@ def sample_preview(denoiser: DenoiserHandle, vq: VQModelHandle, scheduler: Sched
     for t in sched.timesteps:
         x = sched.step(unet(x, t).sample, t, x).prev_sample
     z = (x / denoiser.latent_scale).to(vq.device, vq.dtype)
-    images = (vq.model.decode(z).sample / 2 + 0.5).clamp(0, 1).float().cpu()
+    return rows_of_eight((vq.model.decode(z).sample / 2 + 0.5).clamp(0, 1).float().cpu())
+
+
+@torch.no_grad()
+def gan_preview(generator: Any, count: int) -> torch.Tensor:
+    """`count` samples of a GAN generator (z and noise seeded 0), 8 per row: IMAGE [1, rows*H, 8*W, 3]."""
+    param = next(generator.parameters())
+    z = torch.randn(count, int(generator.config.z_dim), generator=torch.Generator().manual_seed(0))
+    x = generator(z.to(param.device, param.dtype), noise_generator=torch.Generator().manual_seed(1)).sample
+    return rows_of_eight((x.float() / 2 + 0.5).clamp(0, 1).cpu())
+
+
+def rows_of_eight(images: torch.Tensor) -> torch.Tensor:
+    """NCHW images laid out 8 per row (white cells fill the last row): IMAGE [1, rows*H, 8*W, 3]."""
+    count = images.shape[0]
     cols = min(8, count)
     rows = -(-count // cols)
     pad = torch.ones(rows * cols - count, *images.shape[1:])

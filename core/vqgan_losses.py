@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .gan_losses import hinge_discriminator_loss
 from .weights import load_state_dict
 
 
@@ -51,7 +51,8 @@ class PatchDiscriminator(nn.Module):
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+    """taming-transformers' hinge: half the GAN hinge loss."""
+    return 0.5 * hinge_discriminator_loss(logits_real, logits_fake)
 
 
 def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,

@@ -9,6 +9,7 @@ from . import (
     denoise,
     encode,
     evaluate,
+    gan,
     image,
     io,
     metrics,
@@ -22,5 +23,5 @@ from . import (
 
 REGISTRY = Registry()
 REGISTRY.register_modules([io, image, models, encode, quantize, decode, noise, conditioning, denoise, sample,
-                           visualize, attack, defense, metrics, evaluate, train,
+                           gan, visualize, attack, defense, metrics, evaluate, train,
                            comfy_standins])

@@ -20,7 +20,9 @@ from ..core.distribution_metrics import (
 )
 from ..core.features import FeatureSet, ModuleFeatures, VQEncoderFeatures, extract_features, same_space
 from ..core.formats.common import ModelLoadError
-from ..core.image_sets import ImageSet, RandomCodeImages, SampledImages, TensorImages, dataset_images
+from ..core.gan_models import NoiseKind
+from ..core.gan_sampling import NoiseSettings, block_strengths
+from ..core.image_sets import GANImages, ImageSet, RandomCodeImages, SampledImages, TensorImages, dataset_images
 from ..core.images import image_grid
 from ..core.inception import INCEPTION_FILE, load_fid_inception
 from ..core.measurements import Measurement, MetricSet, measured
@@ -30,8 +32,10 @@ from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs
 from ..graph.safety import MAX_BATCH, MAX_PIXELS, MAX_RESOLUTION, UnsafePathError
 from ..graph.types import FloatSocket, Image, IntSocket, check_image, image_to_nchw, nchw_to_image
+from .gan import block_strength_problems
 from .models import DEVICE_HELP, DeviceChoice, device_problems, model_path, resolve_device
 from .sockets import (
+    GAN,
     Autoencoder,
     Denoiser,
     FeatureExtractorSocket,
@@ -136,6 +140,47 @@ class SampleImageSet(Node):
         images = SampledImages(self.denoiser, self.scheduler, decoder, self.count, self.steps, self.seed,
                                (int(config.in_channels), h, w), label, self.batch)
         return self.Outputs(image_set=images)
+
+
+class GANImageSet(Node):
+    """Samples of a GAN generator: made chunk by chunk as the set is read; item i is the same whatever the chunk."""
+
+    CLASS_TYPE = "GenArtGANImageSet"
+    CATEGORY = "GenArt/evaluate"
+
+    class Outputs(NodeOutputs):
+        image_set: ImageSetSocket = Field(description="the samples, made when read")
+
+    gan: GAN = Field(description="the GAN generator (GenArt Load GAN, GenArt Train GAN)")
+    count: int = Field(332, ge=1, le=MAX_SET, description="samples in the set")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of z: one CPU stream draws every sample's z in order")
+    truncation_psi: float = Field(1.0, ge=0.0, le=2.0, description="truncation psi (1 = none; < 1 trades "
+                                  "diversity for fidelity)")
+    noise_strength: float = Field(1.0, ge=0.0, le=100.0, description="global factor on the learned layer-noise "
+                                  "strengths (1 = as trained)")
+    block_strengths: str = Field("", description="per-block factors on noise_strength, '1, 1, 0, 1' (empty = 1 "
+                                 "on every block)")
+    noise_kind: NoiseKind = Field(
+        "gaussian", description="distribution of the injected noise (gaussian as trained)")
+    noise_seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the layer noise (its own CPU stream)")
+    batch: int = Field(128, ge=1, le=MAX_BATCH, description="samples made per chunk")
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        return block_strength_problems(constants)
+
+    def run(self, ctx: RunContext) -> Outputs:
+        model = self.gan.model
+        noise = NoiseSettings(block_strengths(self.noise_strength, self.block_strengths, model.num_blocks),
+                              self.noise_kind, self.noise_seed, self.truncation_psi)
+        changed = (self.noise_strength, self.block_strengths.strip(), self.noise_kind, self.noise_seed) != (
+            1.0, "", "gaussian", 0)
+        blocks = f" [{self.block_strengths.strip()}]" if self.block_strengths.strip() else ""
+        extra = (f", noise {self.noise_kind} x{self.noise_strength:g}{blocks} seed {self.noise_seed}"
+                 if changed else "")
+        label = (f"samples of {self.gan.source or 'GAN'} ({self.count}, psi {self.truncation_psi:g}, seed "
+                 f"{self.seed}{extra})")
+        return self.Outputs(image_set=GANImages(model, self.count, self.seed, noise, label, self.batch))
 
 
 class RandomCodesImageSet(Node):

@@ -35,12 +35,12 @@ from ..core.formats.schedulers import (
 from ..core.formats.sd1_checkpoint import SD15_CONFIG, SD_PARTS, SHIPPED_CONFIGS, load_sd1_checkpoint
 from ..core.formats.single_file import single_file_bytes
 from ..core.formats.text_encoders import find_text_encoder, load_tokenizer
-from ..core.handles import AutoencoderHandle, DenoiserHandle, TextEncoderHandle, VQModelHandle
+from ..core.handles import AutoencoderHandle, DenoiserHandle, GANHandle, TextEncoderHandle, VQModelHandle
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs, Widget
 from ..graph.safety import UnsafePathError, atomic_write, confine, next_counter, output_prefix, ui_file
 from .io import check_prefix
-from .sockets import Autoencoder, Denoiser, Scheduler, TextEncoder, VQModel
+from .sockets import GAN, Autoencoder, Denoiser, Scheduler, TextEncoder, VQModel
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 DtypeChoice = Literal["auto", "float32", "float16", "bfloat16"]
@@ -189,6 +189,31 @@ class LoadDenoiser(Node):
         scale = self.latent_scale or trained_latent_scale(path) or 1.0
         return self.Outputs(denoiser=DenoiserHandle(model, scale, source=f"unet/{self.model_name}",
                                                     prediction_type=trained_prediction_type(path)))
+
+
+class LoadGAN(Node):
+    """Load a GAN generator (GenArt's GANGenerator: z -> image, with per-block noise inputs)."""
+
+    CLASS_TYPE = "GenArtLoadGAN"
+    CATEGORY = "GenArt/models"
+    DISPLAY_NAME = "GenArt Load GAN"
+
+    class Outputs(NodeOutputs):
+        gan: GAN = Field(description="the GANGenerator, frozen, in eval mode")
+
+    model_name: Annotated[str, _model_file("gan")] = Field(description=MODEL_HELP.format(kind="gan"))
+    device: DeviceChoice = Field("auto", description=DEVICE_HELP)
+    dtype: DtypeChoice = Field("auto", description=DTYPE_HELP)
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        return model_file_problems(constants, ctx, "gan", ("GANGenerator",), cls.CLASS_TYPE)
+
+    def run(self, ctx: RunContext) -> Outputs:
+        path = model_path(ctx, "gan", self.model_name, "model_name")
+        source = find_model(path, self.model_name, "model_name", ("GANGenerator",), self.CLASS_TYPE)
+        model = load_model(source, self.model_name, resolve_device(self.device, ctx), resolve_dtype(self.dtype, ctx))
+        return self.Outputs(gan=GANHandle(model, source=f"gan/{self.model_name}"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -416,18 +441,22 @@ class SaveModel(Node):
     vqmodel: VQModel | None = Field(None, description="a VQModel to save (optional)")
     autoencoder: Autoencoder | None = Field(None, description="an AutoencoderKL to save (optional)")
     denoiser: Denoiser | None = Field(None, description="a UNet to save (optional)")
+    gan: GAN | None = Field(None, description="a GAN generator to save (optional)")
     filename_prefix: str = Field("GenArt/model", description="file name prefix; may contain subfolders; files are "
-                                 "named <prefix>_<kind>_<counter>_.safetensors (kind: vqmodel, autoencoder, denoiser)")
+                                 "named <prefix>_<kind>_<counter>_.safetensors (kind: vqmodel, autoencoder, denoiser, "
+                                 "gan)")
 
     @classmethod
     def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
         return check_prefix(constants, ctx)
 
     def run(self, ctx: RunContext) -> Outputs:
-        handles = {"vqmodel": self.vqmodel, "autoencoder": self.autoencoder, "denoiser": self.denoiser}
+        handles = {"vqmodel": self.vqmodel, "autoencoder": self.autoencoder, "denoiser": self.denoiser,
+                   "gan": self.gan}
         given = {kind: h for kind, h in handles.items() if h is not None}
         if not given:
-            raise ValueError("GenArtSaveModel got no model: connect at least one of vqmodel, autoencoder or denoiser")
+            raise ValueError("GenArtSaveModel got no model: connect at least one of vqmodel, autoencoder or denoiser, "
+                             "or a gan")
         folder, stem = output_prefix(ctx.paths.output_dir, self.filename_prefix)
         saved = []
         for kind, handle in given.items():

@@ -17,8 +17,10 @@ from pydantic import Field
 
 from ..core.dataset import open_image_folder
 from ..core.denoiser_trainer import DenoiserConfig, scheduler_config, train_denoiser
-from ..core.handles import DenoiserHandle, SchedulerHandle, VQModelHandle
-from ..core.previews import reconstruction_preview, sample_preview
+from ..core.gan_trainer import GANConfig, train_gan
+from ..core.handles import DenoiserHandle, GANHandle, SchedulerHandle, VQModelHandle
+from ..core.plots import loss_curve
+from ..core.previews import gan_preview, reconstruction_preview, sample_preview
 from ..core.train_loop import StepCallback
 from ..core.vqgan_trainer import VQGANConfig, train_vqgan
 from ..graph.context import RunContext
@@ -26,7 +28,7 @@ from ..graph.node import FileInput, Node, NodeOutputs, Widget
 from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, UnsafePathError, output_prefix
 from ..graph.types import Image, IntSocket, StringSocket, nchw_to_image
 from .io import check_prefix, save_images
-from .sockets import Denoiser, ImageDataset, Scheduler, VQModel
+from .sockets import GAN, Denoiser, ImageDataset, Scheduler, VQModel
 
 MAX_TRAIN_STEPS = 1_000_000
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
@@ -51,7 +53,7 @@ def parse_channels(text: str, name: str, groups: int) -> tuple[int, ...]:
 
 
 def channel_problems(constants: dict[str, Any], name: str) -> list[tuple[str, str]]:
-    text, groups = constants.get(name), constants.get("norm_num_groups")
+    text, groups = constants.get(name), constants.get("norm_num_groups", 1)
     if not isinstance(text, str) or not isinstance(groups, int):
         return []
     try:
@@ -152,9 +154,10 @@ class LoadDatasetImages(Node):
         return self.Outputs(image=nchw_to_image(images))
 
 
-def _preview(ctx: RunContext, images: torch.Tensor, name: str) -> None:
-    """Show a preview image (temp folder) beside the node's text summary."""
-    ctx.ui["images"] = save_images(images, ctx.paths.temp_dir, name, ctx, "temp", False)
+def _preview(ctx: RunContext, images: list[torch.Tensor], name: str) -> None:
+    """Show preview images (temp folder) beside the node's text summary: a sample grid, the loss curve."""
+    ctx.ui["images"] = [shown for image in images
+                        for shown in save_images(image, ctx.paths.temp_dir, name, ctx, "temp", False)]
 
 
 class TrainVQGAN(Node):
@@ -168,6 +171,8 @@ class TrainVQGAN(Node):
     class Outputs(NodeOutputs):
         vqmodel: VQModel = Field(description="the trained VQ autoencoder (plain diffusers VQModel, eval mode)")
         summary: StringSocket = Field(description="JSON: steps, split sizes, held-out PSNR / SSIM / codebook usage")
+        loss_curve: Image = Field(description="the logged losses against the step (smoothed; the whole run, "
+                                  "resumed parts included)")
 
     dataset: ImageDataset = Field(description="training images (GenArt Load Image Folder); its held-out split is "
                                   "used for the final figures")
@@ -267,8 +272,10 @@ class TrainVQGAN(Node):
                                  progress_callback(bar))
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
-        _preview(ctx, reconstruction_preview(result.model, self.dataset), "GenArt_vqgan_preview")
-        return self.Outputs(vqmodel=VQModelHandle(result.model, source=str(model_dir)), summary=summary)
+        curve = loss_curve(result.history)
+        _preview(ctx, [reconstruction_preview(result.model, self.dataset), curve], "GenArt_vqgan_preview")
+        return self.Outputs(vqmodel=VQModelHandle(result.model, source=str(model_dir)), summary=summary,
+                            loss_curve=curve)
 
 
 class TrainDenoiser(Node):
@@ -284,6 +291,8 @@ class TrainDenoiser(Node):
         scheduler: Scheduler = Field(description="the DDPM noise schedule it was trained with (use it, or DDIM / "
                                      "another kind with the same betas, for sampling)")
         summary: StringSocket = Field(description="JSON: steps, latent_scale, held-out loss")
+        loss_curve: Image = Field(description="the logged losses against the step (smoothed; the whole run, "
+                                  "resumed parts included)")
 
     dataset: ImageDataset = Field(description="training images (GenArt Load Image Folder)")
     vqmodel: VQModel = Field(description="the frozen VQ autoencoder whose quantized latents are learned")
@@ -366,9 +375,92 @@ class TrainDenoiser(Node):
         denoiser = DenoiserHandle(result.model, latent_scale=scale, source=str(model_dir),
                                   prediction_type=config.prediction_type)
         scheduler = SchedulerHandle("DDPMScheduler", scheduler_config(config))
-        if self.preview_samples:
-            _preview(ctx, sample_preview(denoiser, self.vqmodel, scheduler, self.preview_samples),
-                     "GenArt_denoiser_preview")
-        return self.Outputs(denoiser=denoiser, scheduler=scheduler, summary=summary)
+        curve = loss_curve(result.history)
+        shown = [sample_preview(denoiser, self.vqmodel, scheduler, self.preview_samples)] if self.preview_samples \
+            else []
+        _preview(ctx, [*shown, curve], "GenArt_denoiser_preview")
+        return self.Outputs(denoiser=denoiser, scheduler=scheduler, summary=summary, loss_curve=curve)
 
 
+class TrainGAN(Node):
+    """Train a GAN on an image folder: a generator (per-block noise inputs, optional mapping network and style
+    modulation) and a discriminator trained against each other; the EMA generator is saved. Resumes from
+    checkpoints bit for bit."""
+
+    CLASS_TYPE = "GenArtTrainGAN"
+    CATEGORY = "GenArt/train"
+    OUTPUT_NODE = True
+    NEEDS_GRAD = True
+
+    class Outputs(NodeOutputs):
+        gan: GAN = Field(description="the trained generator (EMA weights), eval mode")
+        samples: Image = Field(description="an 8-per-row grid of samples (seed 0)")
+        summary: StringSocket = Field(description="JSON: steps, loss, mean losses of the last 100 steps")
+        loss_curve: Image = Field(description="the logged losses against the step (smoothed; the whole run, "
+                                  "resumed parts included)")
+
+    dataset: ImageDataset = Field(description="training images (GenArt Load Image Folder); the resolution must be "
+                                  "4 x 2^(blocks - 1): 32 for four blocks")
+    filename_prefix: str = Field("gan/genart-gan", description="run name inside the output folder: the generator "
+                                 "goes to <prefix>/ ('gan/<name>' makes it loadable with --models-dir <output>), "
+                                 "checkpoints to <prefix>-checkpoints/")
+    steps: int = Field(16000, ge=1, le=MAX_TRAIN_STEPS, description="generator steps; raise it and run again to "
+                       "continue a finished run")
+    batch_size: int = Field(64, ge=2, le=4096, description="global batch of real and of generated images")
+    loss: Literal["logistic", "hinge", "wgan-gp"] = Field(
+        "logistic", description="'logistic': non-saturating GAN loss with lazy R1 (StyleGAN2; trains best here); "
+        "'hinge'; 'wgan-gp': the Wasserstein objective E[D(G(z))] - E[D(x)] with a gradient penalty (three "
+        "times slower a step here)")
+    critic_steps: int = Field(1, ge=1, le=10, description="discriminator steps per generator step (5 is usual "
+                              "for wgan-gp)")
+    lr_g: Annotated[float, Widget(step=0.00001)] = Field(2e-4, gt=0.0, le=1.0, description="generator Adam lr")
+    lr_d: Annotated[float, Widget(step=0.00001)] = Field(2e-4, gt=0.0, le=1.0, description="discriminator Adam lr")
+    beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam beta1 (0 as in StyleGAN2, 0.5 in DCGAN)")
+    beta2: float = Field(0.99, ge=0.0, lt=1.0, description="Adam beta2")
+    r1_gamma: float = Field(1.0, ge=0.0, le=1000.0, description="R1 penalty weight (logistic loss; 0 = off)")
+    r1_every: int = Field(4, ge=1, le=64, description="apply R1 every N discriminator steps, scaled up by N (lazy)")
+    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="gradient penalty weight (wgan-gp)")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="decay of the generator's EMA weights (saved)")
+    g_channels: str = Field("128,64,32,16", description="generator channels per block from 4x4 up, comma-separated "
+                            "(four blocks draw 32x32)")
+    d_channels: str = Field("16,32,64,128", description="discriminator channels from full resolution down to 4x4 "
+                            "(as many entries as g_channels)")
+    mapping_layers: int = Field(2, ge=0, le=8, description="layers of the z -> w mapping MLP (0 = none)")
+    style_modulation: bool = Field(True, description="modulate every generator conv by w (StyleGAN2) instead of "
+                                   "pixel norm")
+    z_dim: int = Field(128, ge=1, le=1024, description="size of the latent z")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the weights, batch order, flips, z and noise")
+    checkpoint_every: int = Field(500, ge=0, le=MAX_TRAIN_STEPS, description="write a checkpoint every N steps "
+                                  "(0 = only at the end)")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="how many of the newest checkpoints to keep")
+
+    @classmethod
+    def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
+        problems = check_prefix(constants, ctx)
+        for name in ("g_channels", "d_channels"):
+            problems += channel_problems(constants, name)
+        g, d = (constants.get(n) for n in ("g_channels", "d_channels"))
+        if isinstance(g, str) and isinstance(d, str) and not problems and len(g.split(",")) != len(d.split(",")):
+            problems.append(("d_channels", f"d_channels {d!r} has {len(d.split(','))} entries but g_channels "
+                                           f"{g!r} has {len(g.split(','))}; give both the same number of levels"))
+        return problems
+
+    def run(self, ctx: RunContext) -> Outputs:
+        config = GANConfig(
+            loss=self.loss, g_channels=parse_channels(self.g_channels, "g_channels", 1),
+            d_channels=parse_channels(self.d_channels, "d_channels", 1), mapping_layers=self.mapping_layers,
+            style_modulation=self.style_modulation, z_dim=self.z_dim, batch_size=self.batch_size, lr_g=self.lr_g,
+            lr_d=self.lr_d, beta1=self.beta1, beta2=self.beta2, critic_steps=self.critic_steps,
+            gp_weight=self.gp_weight, r1_gamma=self.r1_gamma, r1_every=self.r1_every, ema_decay=self.ema_decay,
+            steps=self.steps, seed=self.seed, checkpoint_every=self.checkpoint_every,
+            keep_checkpoints=self.keep_checkpoints)
+        model_dir, checkpoint_dir = run_folders(ctx, self.filename_prefix)
+        with ctx.progress(config.steps) as bar:
+            result = train_gan(config, self.dataset, model_dir, checkpoint_dir, ctx.device, progress_callback(bar))
+        summary = json.dumps({**result.summary, "model": str(model_dir)})
+        ctx.ui["text"] = [summary]
+        samples = gan_preview(result.model, 16)
+        curve = loss_curve(result.history, keys=("d_loss", "g_loss"))
+        _preview(ctx, [samples, curve], "GenArt_gan_preview")
+        return self.Outputs(gan=GANHandle(result.model, source=str(model_dir)), samples=samples, summary=summary,
+                            loss_curve=curve)

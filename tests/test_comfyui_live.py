@@ -425,7 +425,7 @@ def _seconds_in_comfyui(entry: dict[str, Any]) -> float:
 
 
 @pytest.mark.parametrize("name", ["unconditional", "text-to-image", "vq-round-trip", "protect-image", "purify-image",
-                                  "noise-strengths"])
+                                  "noise-strengths", "generate-gan", "gan-layer-noise"])
 def test_pipeline_workflow_same_pixels_in_comfyui_and_headless(comfyui: Server, tmp_path: Path, name: str) -> None:
     """A shipped workflow (model loaders, sampler, decoders) run by ComfyUI and by our runner, with ComfyUI's
     stock input folder present: the pack's own example image is the one loaded, and the run takes about as

@@ -336,6 +336,9 @@ CI_OVERRIDES = {
                     "GenArtTrainVQGAN": {"steps": 3, "batch_size": 4, "block_channels": "16,32",
                                          "norm_num_groups": 8, "num_codes": 32, "disc_start": 1,
                                          "disc_layers": 2, "disc_channels": 8, "checkpoint_every": 2}},
+    "train-gan": {"GenArtLoadImageFolder": {"folder": "data", "resolution": 16},
+                  "GenArtTrainGAN": {"steps": 3, "batch_size": 4, "g_channels": "16,8,8", "d_channels": "8,8,16",
+                                     "z_dim": 16, "checkpoint_every": 2}},
     "train-denoiser": {"GenArtLoadImageFolder": {"folder": "data", "resolution": 32},
                        "GenArtLoadVQModel": {"model_name": "tiny-vq"},
                        "GenArtTrainDenoiser": {"steps": 2, "batch_size": 4, "block_channels": "16,32",
@@ -359,13 +362,13 @@ def test_training_workflow_runs_and_resumes(name, registry, paths, tmp_path):
     from comfyui_genart.graph.executor import Executor
 
     write_all(paths.models_dirs[0])
-    emoji_like_folder(paths.input_dir / "data", size=32)
+    emoji_like_folder(paths.input_dir / "data", size=32)  # resized to the workflow's resolution
     prompt = ci_prompt(name)
     first = Executor(registry, RunSettings(paths=paths)).run(prompt)
     train_id = next(i for i, n in prompt.items() if n["class_type"].startswith("GenArtTrain"))
     summary = json.loads(first.ui[train_id]["text"][0])
     model_dir = paths.output_dir / prompt[train_id]["inputs"]["filename_prefix"]
-    assert (model_dir / ("config.json" if name == "train-vqgan" else "unet/config.json")).is_file()
+    assert (model_dir / ("unet/config.json" if name == "train-denoiser" else "config.json")).is_file()
     assert summary["steps"] == prompt[train_id]["inputs"]["steps"]
     assert first.ui[train_id]["images"], "a preview image is shown"
     again = Executor(registry, RunSettings(paths=paths)).run(prompt)

@@ -15,9 +15,10 @@ from PIL import Image
 from conftest import REPO
 
 # Training and evaluation workflows ship with their real settings (minutes on the emoji dataset, which is not
-# in git); tests/test_train.py and tests/test_evaluate.py run them on a test folder with fewer steps instead.
+# in git); tests/test_train.py, tests/test_evaluate.py and tests/test_gan_nodes.py run them on a test folder with
+# fewer steps instead.
 WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json")
-                   if not p.stem.startswith(("train-", "evaluate-")))
+                   if not p.stem.startswith(("train-", "evaluate-")) and p.stem != "gan-vs-diffusion")
 
 
 @pytest.fixture(scope="session")

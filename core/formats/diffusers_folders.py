@@ -15,7 +15,13 @@ from .single_file import _single_file_source
 
 # Which of our nodes loads which diffusers class (for "use that node instead" hints).
 LOADER_FOR = {"VQModel": "GenArtLoadVQModel", "AutoencoderKL": "GenArtLoadAutoencoder",
-              "UNet2DModel": "GenArtLoadDenoiser", "UNet2DConditionModel": "GenArtLoadDenoiser"}
+              "UNet2DModel": "GenArtLoadDenoiser", "UNet2DConditionModel": "GenArtLoadDenoiser",
+              "GANGenerator": "GenArtLoadGAN"}
+
+
+# The library's own diffusers-style models (ModelMixin + ConfigMixin), found by their `_class_name` like
+# diffusers' classes are.
+GENART_CLASSES = ("GANGenerator", "GANDiscriminator")
 
 
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -65,11 +71,24 @@ def _find_in_folder(path: Path, name: str, input_name: str, accepted: tuple[str,
                          "model folder holds config.json next to its weights")
 
 
-def load_model(source: ModelSource, name: str, device: torch.device, dtype: torch.dtype) -> Any:
-    """The diffusers model `source` points at, with its weights, on `device` in `dtype`."""
+def model_class(class_name: str) -> Any:
+    """The class a config's `_class_name` names: one of the library's own models or a diffusers model class."""
     import diffusers
 
-    cls = getattr(diffusers, source.class_name)
+    if class_name in GENART_CLASSES:
+        from .. import gan_models
+
+        return getattr(gan_models, class_name)
+    cls = getattr(diffusers, class_name, None) if class_name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise ModelLoadError(f"{class_name!r} is neither a diffusers model class nor one of GenArt's "
+                             f"({', '.join(GENART_CLASSES)})")
+    return cls
+
+
+def load_model(source: ModelSource, name: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """The diffusers model `source` points at, with its weights, on `device` in `dtype`."""
+    cls = model_class(source.class_name)
     with torch.inference_mode(False):
         if source.config is None:
             try:
