@@ -139,7 +139,8 @@ def measure_latent_scale(vq: Any, data: ImageFolder, count: int = 512) -> float:
 
 
 def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir: Path, checkpoint_dir: Path,
-                   device: torch.device | None = None, on_step: StepCallback | None = None) -> TrainResult:
+                   device: torch.device | None = None, on_step: StepCallback | None = None,
+                   tensorboard: Path | None = None) -> TrainResult:
     """Train (or resume training) a UNet2DModel on `vq`'s latents of `data`; writes checkpoints and, at the
     end, the pipeline-style folder. `on_step` as in train_vqgan."""
     from diffusers import DDPMScheduler
@@ -174,7 +175,7 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
     raw_unet = accelerator.unwrap_model(unet)
     source = LatentSource(data, vq, config, rank, world)
     alphas = scheduler.alphas_cumprod.to(accelerator.device)
-    log = RunLog(checkpoint_dir, start)
+    log = RunLog(checkpoint_dir, start, tensorboard if accelerator.is_main_process else None)
 
     def save(step: int) -> None:
         if accelerator.is_main_process:

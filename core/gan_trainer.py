@@ -116,7 +116,8 @@ def _fakes(generator: Any, config: GANConfig, step: int, purpose: int, rank: int
 
 
 def train_gan(config: GANConfig, data: ImageFolder, model_dir: Path, checkpoint_dir: Path,
-              device: torch.device | None = None, on_step: StepCallback | None = None) -> TrainResult:
+              device: torch.device | None = None, on_step: StepCallback | None = None,
+              tensorboard: Path | None = None) -> TrainResult:
     """Train (or resume training) a GAN; writes checkpoints and, at the end, the EMA generator (diffusers
     folder) in `model_dir`. `on_step(step, logs)` as in train_vqgan (an exception it raises stops the run
     after a checkpoint of that step)."""
@@ -155,7 +156,7 @@ def train_gan(config: GANConfig, data: ImageFolder, model_dir: Path, checkpoint_
     ema.shadow = [s.to(accelerator.device) for s in ema.shadow]
     raw_g, raw_d = accelerator.unwrap_model(generator), accelerator.unwrap_model(discriminator)
     real_images = RealImages(data, config, rank, world)
-    log = RunLog(checkpoint_dir, start)
+    log = RunLog(checkpoint_dir, start, tensorboard if accelerator.is_main_process else None)
     dev = accelerator.device
 
     def save(step: int) -> None:

@@ -219,13 +219,20 @@ class RunLog:
     """The per-step log of a run; lines reach log.jsonl only with a checkpoint, so the file always
     matches the latest checkpoint and a resumed run's log equals an uninterrupted run's."""
 
-    def __init__(self, folder: Path, resumed_step: int) -> None:
+    def __init__(self, folder: Path, resumed_step: int, tensorboard: Path | None = None) -> None:
         self.path = folder / LOG_FILE
         self.pending: list[dict[str, Any]] = []
         if self.path.is_file():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) < resumed_step]
             self.path.write_text("".join(line + "\n" for line in kept))
+        self.writer: Any = None
+        if tensorboard is not None:
+            # TensorBoard event files beside the checkpoints, written with each checkpoint (watch them with
+            # `tensorboard --logdir`); purge_step drops what a resumed run redoes.
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(tensorboard), purge_step=resumed_step or None)
 
     def add(self, entry: dict[str, Any]) -> None:
         self.pending.append(entry)
@@ -235,6 +242,12 @@ class RunLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.writelines(json.dumps(e) + "\n" for e in self.pending)
+            if self.writer is not None:
+                for entry in self.pending:
+                    for key, value in entry.items():
+                        if key != "step":
+                            self.writer.add_scalar(key, value, entry["step"])
+                self.writer.flush()
             self.pending.clear()
 
     def entries(self) -> list[dict[str, Any]]:

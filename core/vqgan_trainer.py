@@ -165,7 +165,7 @@ def evaluate_vq(vq: Any, images: torch.Tensor, batch: int = 256) -> dict[str, fl
 
 def train_vqgan(config: VQGANConfig, data: ImageFolder, model_dir: Path, checkpoint_dir: Path,
                 device: torch.device | None = None, init_model: Any = None,
-                on_step: StepCallback | None = None) -> TrainResult:
+                on_step: StepCallback | None = None, tensorboard: Path | None = None) -> TrainResult:
     """Train (or resume training) a VQGAN; writes checkpoints and, at the end, the diffusers model.
 
     `on_step(step, logs)` runs after every finished step; an exception it raises (a cancel: the node's
@@ -207,7 +207,7 @@ def train_vqgan(config: VQGANConfig, data: ImageFolder, model_dir: Path, checkpo
     gen, disc, opt_g, opt_d = accelerator.prepare(gen, disc, opt_g, opt_d)
     if perceptual is not None:
         perceptual = perceptual.to(accelerator.device)
-    log = RunLog(checkpoint_dir, start)
+    log = RunLog(checkpoint_dir, start, tensorboard if accelerator.is_main_process else None)
     last_layer = vq.decoder.conv_out.weight
 
     def save(step: int) -> None:

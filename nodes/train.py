@@ -8,6 +8,7 @@ nothing is lost. Under `accelerate launch` the same nodes train with several pro
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -67,6 +68,17 @@ def run_folders(ctx: RunContext, prefix: str) -> tuple[Path, Path]:
     """(model folder, checkpoint folder) for a filename_prefix, inside the output folder."""
     folder, stem = output_prefix(ctx.paths.output_dir, prefix)
     return folder / stem, folder / f"{stem}-checkpoints"
+
+
+def tensorboard_problems(constants: dict[str, Any]) -> list[tuple[str, str]]:
+    if constants.get("tensorboard") is True and importlib.util.find_spec("tensorboard") is None:
+        return [("tensorboard", "tensorboard is on but the 'tensorboard' package is not installed: "
+                                "pip install comfyui-genart[tensorboard] (or pip install tensorboard), or turn it off")]
+    return []
+
+
+def tensorboard_folder(enabled: bool, checkpoint_dir: Path) -> Path | None:
+    return checkpoint_dir / "tensorboard" if enabled else None
 
 
 def progress_callback(bar: Any) -> StepCallback:
@@ -220,13 +232,17 @@ class TrainVQGAN(Node):
     checkpoint_every: int = Field(500, ge=0, le=MAX_TRAIN_STEPS, description="write a checkpoint every N steps "
                                   "(0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="how many of the newest checkpoints to keep")
+    tensorboard: bool = Field(False, description="also write the logged losses as TensorBoard event files in "
+                              "<prefix>-checkpoints/tensorboard/ (with each checkpoint; needs the optional "
+                              "'tensorboard' package: pip install comfyui-genart[tensorboard])")
     num_workers: int = Field(0, ge=0, le=64, description="data-loading worker processes (0 = load in this process)")
     init_vqmodel: VQModel | None = Field(None, description="optional: start from this model (fine-tuning); its "
                                          "architecture replaces the fields above")
 
     @classmethod
     def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
-        problems = check_prefix(constants, ctx) + channel_problems(constants, "block_channels")
+        problems = (check_prefix(constants, ctx) + channel_problems(constants, "block_channels")
+                    + tensorboard_problems(constants))
         if constants.get("perceptual_weight", 0) > 0 and not constants.get("perceptual_weights"):
             problems.append(("perceptual_weights", "perceptual_weight > 0 needs a weights file in models/perceptual; "
                              "give one or set perceptual_weight to 0"))
@@ -269,7 +285,7 @@ class TrainVQGAN(Node):
         init = self.init_vqmodel.model if self.init_vqmodel is not None else None
         with ctx.progress(config.steps) as bar:
             result = train_vqgan(config, self.dataset, model_dir, checkpoint_dir, ctx.device, init,
-                                 progress_callback(bar))
+                                 progress_callback(bar), tensorboard_folder(self.tensorboard, checkpoint_dir))
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
         curve = loss_curve(result.history)
@@ -337,12 +353,16 @@ class TrainDenoiser(Node):
     checkpoint_every: int = Field(500, ge=0, le=MAX_TRAIN_STEPS, description="write a checkpoint every N steps "
                                   "(0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="how many of the newest checkpoints to keep")
+    tensorboard: bool = Field(False, description="also write the logged losses as TensorBoard event files in "
+                              "<prefix>-checkpoints/tensorboard/ (with each checkpoint; needs the optional "
+                              "'tensorboard' package: pip install comfyui-genart[tensorboard])")
     preview_samples: int = Field(16, ge=0, le=MAX_BATCH, description="samples drawn (DDIM, 25 steps, seed 0) and "
                                  "decoded for the preview at the end; 0 = none")
 
     @classmethod
     def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
-        problems = check_prefix(constants, ctx) + channel_problems(constants, "block_channels")
+        problems = (check_prefix(constants, ctx) + channel_problems(constants, "block_channels")
+                    + tensorboard_problems(constants))
         if constants.get("beta_schedule") in ("linear", "scaled_linear") and \
                 constants.get("beta_start", 0) >= constants.get("beta_end", 1):
             problems.append(("beta_end", f"beta_end {constants.get('beta_end')} must be larger than beta_start "
@@ -368,7 +388,7 @@ class TrainDenoiser(Node):
         model_dir, checkpoint_dir = run_folders(ctx, self.filename_prefix)
         with ctx.progress(config.steps) as bar:
             result = train_denoiser(config, self.dataset, self.vqmodel.model, model_dir, checkpoint_dir, ctx.device,
-                                    progress_callback(bar))
+                                    progress_callback(bar), tensorboard_folder(self.tensorboard, checkpoint_dir))
         scale = float(result.summary["latent_scale"])
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
@@ -433,10 +453,13 @@ class TrainGAN(Node):
     checkpoint_every: int = Field(500, ge=0, le=MAX_TRAIN_STEPS, description="write a checkpoint every N steps "
                                   "(0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="how many of the newest checkpoints to keep")
+    tensorboard: bool = Field(False, description="also write the logged losses as TensorBoard event files in "
+                              "<prefix>-checkpoints/tensorboard/ (with each checkpoint; needs the optional "
+                              "'tensorboard' package: pip install comfyui-genart[tensorboard])")
 
     @classmethod
     def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
-        problems = check_prefix(constants, ctx)
+        problems = check_prefix(constants, ctx) + tensorboard_problems(constants)
         for name in ("g_channels", "d_channels"):
             problems += channel_problems(constants, name)
         g, d = (constants.get(n) for n in ("g_channels", "d_channels"))
@@ -456,7 +479,8 @@ class TrainGAN(Node):
             keep_checkpoints=self.keep_checkpoints)
         model_dir, checkpoint_dir = run_folders(ctx, self.filename_prefix)
         with ctx.progress(config.steps) as bar:
-            result = train_gan(config, self.dataset, model_dir, checkpoint_dir, ctx.device, progress_callback(bar))
+            result = train_gan(config, self.dataset, model_dir, checkpoint_dir, ctx.device, progress_callback(bar),
+                               tensorboard_folder(self.tensorboard, checkpoint_dir))
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
         samples = gan_preview(result.model, 16)

@@ -152,3 +152,45 @@ def test_train_gan_node_runs_and_a_second_run_only_reloads(pack, paths):
 
     with pytest.raises(WorkflowInvalid, match="give both the same number of levels"):
         Executor(pack.REGISTRY, RunSettings(paths=paths)).run(bad)
+
+
+def test_tensorboard_events_hold_the_logged_losses(tmp_path, data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from comfyui_genart.core.gan_trainer import train_gan
+
+    config = tiny_config(steps=4, checkpoint_every=2)
+
+    def stop_at_3(step, logs):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    board = tmp_path / "tb"
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(config, data, tmp_path / "m", tmp_path / "ck", on_step=stop_at_3, tensorboard=board)
+    result = train_gan(config, data, tmp_path / "m", tmp_path / "ck", tensorboard=board)
+    events = EventAccumulator(str(board))
+    events.Reload()
+    for key in ("d_loss", "g_loss"):
+        logged = {e["step"]: e[key] for e in result.history}
+        seen = {s.step: s.value for s in events.Scalars(key)}
+        assert sorted(seen) == [0, 1, 2, 3], "each step once, the resumed one too"
+        assert all(seen[s] == pytest.approx(v, rel=1e-6) for s, v in logged.items())
+
+
+def test_tensorboard_without_the_package_names_the_extra(pack, paths, monkeypatch):
+    import importlib.util
+
+    from comfyui_genart.graph.context import RunSettings
+    from comfyui_genart.graph.errors import WorkflowInvalid
+    from comfyui_genart.graph.executor import Executor
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    emoji_like_folder(paths.input_dir / "data", size=16)
+    prompt = {"1": {"class_type": "GenArtLoadImageFolder", "inputs": {"folder": "data", "resolution": 16}},
+              "2": {"class_type": "GenArtTrainGAN", "inputs": {"dataset": ["1", 0], "tensorboard": True,
+                                                               "g_channels": "16,8,8", "d_channels": "8,8,16"}}}
+    with pytest.raises(WorkflowInvalid, match=r"pip install comfyui-genart\[tensorboard\]"):
+        Executor(pack.REGISTRY, RunSettings(paths=paths)).run(prompt)
