@@ -66,6 +66,17 @@ class GANConfig:
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    init_from: str = ""
+
+
+GENERATOR_FIELDS = {"z_dim": "z_dim", "block_channels": "g_channels", "layers_per_block": "g_layers_per_block",
+                    "mapping_layers": "mapping_layers", "style_modulation": "style_modulation"}
+
+
+def generator_settings(generator: Any) -> dict[str, Any]:
+    """The GANConfig fields that describe `generator`'s architecture (to start a run from it)."""
+    cfg = generator.config
+    return {field: tuple(cfg[key]) if key == "block_channels" else cfg[key] for key, field in GENERATOR_FIELDS.items()}
 
 
 def build_gan(config: GANConfig) -> tuple[GANGenerator, GANDiscriminator]:
@@ -116,11 +127,12 @@ def _fakes(generator: Any, config: GANConfig, step: int, purpose: int, rank: int
 
 
 def train_gan(config: GANConfig, data: ImageFolder, model_dir: Path, checkpoint_dir: Path,
-              device: torch.device | None = None, on_step: StepCallback | None = None,
+              device: torch.device | None = None, init_model: Any = None, on_step: StepCallback | None = None,
               tensorboard: Path | None = None) -> TrainResult:
     """Train (or resume training) a GAN; writes checkpoints and, at the end, the EMA generator (diffusers
-    folder) in `model_dir`. `on_step(step, logs)` as in train_vqgan (an exception it raises stops the run
-    after a checkpoint of that step)."""
+    folder) in `model_dir`. `init_model`: a GANGenerator to start from (fine-tuning; the discriminator starts
+    fresh), its architecture equal to the config's (generator_settings). `on_step(step, logs)` as in
+    train_vqgan (an exception it raises stops the run after a checkpoint of that step)."""
     accelerator = make_accelerator(device or torch.device("cpu"))
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.batch_size % world:
@@ -128,6 +140,14 @@ def train_gan(config: GANConfig, data: ImageFolder, model_dir: Path, checkpoint_
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         generator, discriminator = build_gan(config)
+    if init_model is not None:
+        wanted = {k: getattr(config, k) for k in GENERATOR_FIELDS.values()}
+        given = generator_settings(init_model)
+        if given != wanted:
+            diff = ", ".join(f"{k}: {given[k]!r} vs {wanted[k]!r}" for k in wanted if given[k] != wanted[k])
+            raise ValueError(f"init_model's architecture differs from the config ({diff}); build the config with "
+                             "generator_settings(init_model)")
+        generator.load_state_dict(init_model.state_dict(), strict=True)
     if generator.sample_size != data.resolution:
         raise ValueError(f"the generator draws {generator.sample_size}x{generator.sample_size} images (4 x 2^"
                          f"{len(config.g_channels) - 1} for {len(config.g_channels)} blocks) but the dataset's "

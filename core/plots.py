@@ -88,6 +88,15 @@ def smoothed(values: list[float], window: int) -> list[float]:
     return out
 
 
+def axis_labels(high: float, low: float) -> tuple[str, str]:
+    """The two ends of an axis with as few significant digits (3 to 7) as tell them apart."""
+    for digits in range(3, 8):
+        a, b = f"{high:.{digits}g}", f"{low:.{digits}g}"
+        if a != b:
+            break
+    return a, b
+
+
 def loss_curve(history: list[dict[str, float]], width: int = 640, height: int = 360,
                keys: tuple[str, ...] | None = None) -> torch.Tensor:
     """IMAGE [1, height, width, 3]: each logged value (losses, penalties, FD) against the step, smoothed over
@@ -120,8 +129,9 @@ def loss_curve(history: list[dict[str, float]], width: int = 640, height: int = 
             draw.line(xy, fill=colour, width=1)
         else:
             draw.point(xy, fill=colour)
-        draw.text((2, top), f"{high:.3g}", fill=TEXT_COLOUR, font=font)
-        draw.text((2, bottom - 10), f"{low:.3g}", fill=TEXT_COLOUR, font=font)
+        high_text, low_text = axis_labels(high, low)
+        draw.text((2, top), high_text, fill=TEXT_COLOUR, font=font)
+        draw.text((2, bottom - 10), low_text, fill=TEXT_COLOUR, font=font)
         draw.text((left + 4, top + 2), f"{key} (last {values[-1]:.4g})", fill=colour, font=font)
     draw.text((48, 2), f"step {first} .. {history[-1]['step']}", fill=TEXT_COLOUR, font=font)
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]

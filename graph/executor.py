@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .cache import DiskCache, OutputCache, file_fingerprint, nbytes, structural_key
 from .context import Interrupted, RunContext, RunSettings
-from .errors import NodeExecutionError
+from .errors import NodeExecutionError, short_repr
 from .node import Node, NodeOutputs
 from .registry import Registry
 from .validate import Plan, PlannedNode, recheck, validate
@@ -352,7 +352,7 @@ class Executor:
                 inputs[name] = pn.spec.inputs[name].validate(inputs[name])
             except ValidationError as err:
                 raise NodeExecutionError(pn.id, pn.spec.class_type, ValueError(
-                    f"input {name!r} received {inputs[name]!r} from node {pn.links[name][0]}: "
+                    f"input {name!r} received {short_repr(inputs[name])} from node {pn.links[name][0]}: "
                     f"{err.errors()[0]['msg']}")) from err
         ctx = RunContext(self.settings, pn.id, pn.spec.class_type, prompt, workflow, {})
         ctx.check_interrupted()

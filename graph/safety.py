@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import short_repr
+
 # Limits checked at validation time (node fields use them as bounds).
 MAX_RESOLUTION = 8192
 MAX_PIXELS = 4096 * 4096
@@ -22,7 +24,14 @@ MAX_ITERATIONS = 10000
 
 
 class UnsafePathError(ValueError):
-    """A path from a workflow points outside the folders it may use."""
+    """A file name from a workflow that may not be used: it would leave the folders the workflow may use, or it
+    is no valid file name (a NUL byte, too long, text the file system cannot hold)."""
+
+
+# One name in a path (NAME_MAX on Linux, macOS and Windows) and a whole path (PATH_MAX less the final NUL), in
+# bytes of the file system's encoding.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4095
 
 
 def _default_root(name: str) -> Path:
@@ -63,14 +72,15 @@ class Paths:
         raise UnsafePathError(f"unknown file folder {folder!r}; use 'input' or 'models/<kind>'")
 
     def resolve_input(self, folder: str, name: str) -> Path:
-        """The file (or model folder) a workflow's `name` refers to in `folder`."""
+        """The file (or model folder) a workflow's `name` refers to in `folder`: the first root that has it, else
+        the path in the first root. Symlinks inside the roots are followed (see `confine`)."""
+        what = "input file" if folder == "input" else "model"
         if not isinstance(name, str) or not name.strip():
-            raise UnsafePathError(f"empty file name for {folder!r}")
-        if self.allow_any_path and os.path.isabs(name):
-            return Path(name)
-        what = "input file" if folder == "input" else "model file"
+            raise UnsafePathError(f"{what} name {short_repr(name)} is empty; give the name of a file in {folder}/")
+        if self.allow_any_path and _is_absolute(name):
+            return Path(check_file_name(name, what))
         candidates = [confine(root, name, what=what) for root in self.roots(folder)]
-        return next((c for c in candidates if c.exists()), candidates[0])
+        return next((c for c in candidates if _exists(c)), candidates[0])
 
     def list_files(self, folder: str, extensions: tuple[str, ...] = (), folders: bool = False) -> list[str]:
         """Names under a folder, relative to it (what a ComfyUI combo widget lists): files with one of
@@ -91,16 +101,66 @@ class Paths:
         return sorted(names)
 
 
+def _is_absolute(name: str) -> bool:
+    """Absolute on this system or on Windows: '/x', '\\x' (and '\\\\server\\share'), 'C:' drive letters."""
+    return os.path.isabs(name) or name.startswith("\\") or re.match(r"^[A-Za-z]:", name) is not None
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists() that says False where looking fails (no permission on a folder, a name the file system
+    refuses), so the caller reports the name as not found instead of crashing."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def check_file_name(name: str, what: str = "path") -> str:
+    """`name` if the file system can hold it: text without NUL bytes, encodable, each part at most
+    MAX_NAME_BYTES and the whole at most MAX_PATH_BYTES; else UnsafePathError saying which rule it breaks."""
+    if not isinstance(name, str):
+        raise UnsafePathError(f"{what} {short_repr(name)} is refused: a file name is text, not {type(name).__name__}")
+    if "\x00" in name:
+        raise UnsafePathError(f"{what} {short_repr(name)} is refused: it contains a NUL byte (\\x00), which no file "
+                              "name may hold")
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        raise UnsafePathError(f"{what} {short_repr(name)} is refused: it holds characters the file system cannot "
+                              "store (unpaired surrogates)") from None
+    longest = max((len(part) for part in re.split(rb"[/\\]", encoded)), default=0)
+    if longest > MAX_NAME_BYTES:
+        raise UnsafePathError(f"{what} {short_repr(name)} is refused: a name in it is {longest} bytes long, longer "
+                              f"than the {MAX_NAME_BYTES} bytes a file system allows")
+    if len(encoded) > MAX_PATH_BYTES:
+        raise UnsafePathError(f"{what} {short_repr(name)} is refused: it is {len(encoded)} bytes long, longer than the "
+                              f"{MAX_PATH_BYTES} bytes a path may be")
+    return name
+
+
 def confine(root: Path, relative: str, what: str = "path") -> Path:
-    """`root / relative`, refused if it is absolute or leaves `root` (symlinks resolved)."""
-    if os.path.isabs(relative) or re.match(r"^[A-Za-z]:", relative) or relative.startswith("\\"):
-        raise UnsafePathError(
-            f"{what} {relative!r} is an absolute path; give a name relative to {root} "
-            "(or pass --allow-any-path to read anywhere)")
+    """`root / relative` for a name that comes from a workflow, checked by its text alone: relative, no '..'
+    part (with '/' or '\\' between parts, so a Windows '..\\x' is caught too), a valid file name (`check_file_name`).
+
+    Symlinks are not resolved, so a link the user placed inside `root` is followed wherever it points, as ComfyUI
+    does (people keep models and datasets on other disks and link them into models/<kind> or input/). That is
+    the trust boundary: a link already in the user's own folders is theirs, whether the workflow names the link
+    itself or a file below it; a workflow cannot create links and cannot name anything outside `root`.
+    """
+    check_file_name(relative, what)
+    if _is_absolute(relative):
+        raise UnsafePathError(f"{what} {short_repr(relative)} is refused: it is an absolute path, and names from a "
+                              f"workflow stay inside {root}; give a name relative to it (or pass --allow-any-path "
+                              "to read anywhere)")
+    if ".." in re.split(r"[/\\]", relative):
+        raise UnsafePathError(f"{what} {short_repr(relative)} is refused: it contains '..', and names from a workflow "
+                              f"stay inside {root}; give a name relative to it without '..'")
     base = root.resolve()
-    target = (base / relative).resolve()
-    if target != base and base not in target.parents:
-        raise UnsafePathError(f"{what} {relative!r} leaves {root}; '..' may not climb out of it")
+    target = base / relative
+    full = len(os.fsencode(str(target)))
+    if full > MAX_PATH_BYTES:
+        raise UnsafePathError(f"{what} {short_repr(relative)} is refused: inside {root} its path is {full} bytes long, "
+                              f"longer than the {MAX_PATH_BYTES} bytes a path may be")
     return target
 
 
@@ -123,16 +183,23 @@ def output_prefix(output_dir: Path, prefix: str) -> tuple[Path, str]:
     if not prefix or not prefix.strip():
         raise UnsafePathError("filename_prefix is empty")
     if os.path.isabs(prefix) or prefix.startswith(("\\", "~")) or re.match(r"^[A-Za-z]:", prefix):
-        raise UnsafePathError(f"filename_prefix {prefix!r} is an absolute path; outputs stay inside the output folder")
+        raise UnsafePathError(f"filename_prefix {short_repr(prefix)} is an absolute path; outputs stay inside the "
+                              "output folder")
     parts = prefix.replace("\\", "/").split("/")
     if any(p in ("..", ".") for p in parts):
-        raise UnsafePathError(f"filename_prefix {prefix!r} contains '..' or '.'; outputs stay inside the output folder")
+        raise UnsafePathError(f"filename_prefix {short_repr(prefix)} contains '..' or '.'; outputs stay inside the "
+                              "output folder")
     bad = sorted(set(_PREFIX_OK.findall(prefix)))
     if bad:
         raise UnsafePathError(
-            f"filename_prefix {prefix!r} contains characters {bad}; use letters, digits, . _ - / and spaces")
+            f"filename_prefix {short_repr(prefix)} contains characters {bad}; use letters, digits, . _ - / and spaces")
     if not parts[-1].strip():
-        raise UnsafePathError(f"filename_prefix {prefix!r} has no file name after the last '/'")
+        raise UnsafePathError(f"filename_prefix {short_repr(prefix)} has no file name after the last '/'")
+    stem_bytes = len(parts[-1].encode())
+    if stem_bytes > MAX_NAME_BYTES - 32:  # room for "_<counter>_" and the extension
+        raise UnsafePathError(f"filename_prefix {short_repr(prefix)} is refused: its file name part is {stem_bytes} "
+                              f"bytes long; file names may be {MAX_NAME_BYTES} bytes with the counter and extension, "
+                              f"so keep it under {MAX_NAME_BYTES - 32}")
     folder = confine(output_dir, "/".join(parts[:-1]) or ".", what="filename_prefix")
     return folder, parts[-1]
 

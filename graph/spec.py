@@ -5,16 +5,18 @@ reads the spec, never the pydantic internals.
 """
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types as at
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BeforeValidator, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticCustomError, PydanticUndefined
 
+from .errors import clip, short_repr
 from .node import FileInput, Node, NodeOutputs, Widget
 from .types import Socket
 
@@ -193,9 +195,46 @@ def _bounds(metadata: list[Any]) -> dict[str, Any]:
     return opts
 
 
-def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
-    """A validator for one field alone, with its bounds (constants are checked input by input)."""
-    return TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
+# An INT widget holds a 64-bit number (ComfyUI's seeds go up to 2**64 - 1).
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _check_int(value: Any) -> Any:
+    """Before pydantic's lax int conversion: no bools (True is no number of steps), nothing beyond 64 bits."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "a boolean is not a number")
+    if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+        raise PydanticCustomError("int_too_wide", "the number does not fit in 64 bits")
+    return value
+
+
+def _check_float(value: Any) -> Any:
+    """Before pydantic's lax float conversion: no bools, no NaN or infinity (given as numbers or as text)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "a boolean is not a number")
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value  # pydantic says it is no number
+    if isinstance(number, float) and not math.isfinite(number):
+        raise PydanticCustomError("finite_number", "the number is not finite (NaN or infinity)")
+    if isinstance(number, int) and abs(number) > 1 << 1023:
+        raise PydanticCustomError("finite_number", "the number is beyond the range of a FLOAT")
+    return value
+
+
+_NUMBER_CHECKS = {int: _check_int, float: _check_float}
+
+
+def _adapter(info: FieldInfo, bare: Any = None) -> TypeAdapter[Any]:
+    """A validator for one field alone, with its bounds (constants are checked input by input); INT and FLOAT
+    fields refuse bools, NaN, infinity and ints beyond 64 bits first."""
+    check = _NUMBER_CHECKS.get(bare) if isinstance(bare, type) else None
+    if check is None:
+        return TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
+    return TypeAdapter(Annotated[info.annotation, info, BeforeValidator(check)])  # type: ignore[arg-type]
 
 
 def _input_spec(cls: type[Node], name: str, info: FieldInfo) -> InputSpec:
@@ -208,7 +247,7 @@ def _input_spec(cls: type[Node], name: str, info: FieldInfo) -> InputSpec:
     default = info.default if info.default is not PydanticUndefined else None
     required = not (optional and default is None)
     socket = _socket_type(bare, metadata)
-    adapter = _adapter(info) if socket is None else None
+    adapter = _adapter(info, bare) if socket is None else None
     if socket is not None:
         if socket in WIDGET_TYPES and has_default and default is not None:
             # A primitive with a default is a widget that may also be linked.
@@ -245,7 +284,7 @@ def _widget_spec(where: str, name: str, info: FieldInfo, bare: Any, metadata: li
         options["image_upload"] = True
     options.update(widget.extra)
     if adapter is None:
-        adapter = _adapter(info)
+        adapter = _adapter(info, bare)
     if required and default is None and typ != "COMBO" and file is None:
         raise NodeDefinitionError(f"{where}: a widget needs a default (ComfyUI shows it when the node is added)")
     return InputSpec(name, typ, False, required, info.description or "", default, choices, options, file, adapter)
@@ -304,12 +343,13 @@ def _display_name(class_type: str) -> str:
     return f"{words.strip()} (GenArt)" if base != class_type else words.strip()
 
 
-def describe_validation_error(err: ValidationError) -> tuple[str, str, dict[str, Any]]:
-    """Map pydantic's first error to ComfyUI's (type, message, details) for one input value."""
+def describe_validation_error(err: ValidationError, ins: InputSpec | None = None) -> tuple[str, str, dict[str, Any]]:
+    """Map pydantic's first error to ComfyUI's (type, message, details) for one input value; with the input's
+    spec, a conversion error also says what the input takes."""
     e = err.errors()[0]
     ctx = e.get("ctx", {})
     kind = e["type"]
-    value = e.get("input")
+    value = clip(e.get("input"))  # as ComfyUI prints it: 500, not '500'
     # ComfyUI's wording for inclusive bounds; an exclusive one says so (0 is not "smaller than min of 0").
     if kind == "greater_than_equal":
         return "value_smaller_than_min", f"Value {value} smaller than min of {ctx['ge']}", {"min": ctx["ge"]}
@@ -320,5 +360,29 @@ def describe_validation_error(err: ValidationError) -> tuple[str, str, dict[str,
     if kind == "less_than":
         return "value_bigger_than_max", f"Value {value} must be less than {ctx['lt']}", {"max": ctx["lt"]}
     if kind == "literal_error":
-        return "value_not_in_list", f"Value not in list: {value!r} not in {ctx.get('expected')}", {}
-    return "invalid_input_type", f"Failed to convert an input value to the expected type: {e['msg']}", {}
+        return "value_not_in_list", f"Value not in list: {short_repr(e.get('input'))} not in {ctx.get('expected')}", {}
+    takes = f"; {ins.name} takes {allowed(ins)}" if ins is not None else ""
+    if kind in ("bool_not_number", "int_too_wide", "finite_number"):
+        return "invalid_input_type", f"Value {short_repr(e.get('input'))} is refused: {e['msg']}{takes}", {}
+    return "invalid_input_type", f"Failed to convert an input value to the expected type: {e['msg']}{takes}", {}
+
+
+def allowed(ins: InputSpec) -> str:
+    """What an input accepts, for messages: 'an INT from 1 to 8192', 'one of [...]', 'a STRING'."""
+    if ins.choices is not None:
+        return f"one of {short_repr(list(ins.choices), 300)}"
+    low, high = ins.options.get("min"), ins.options.get("max")
+    if ins.type in ("INT", "FLOAT"):
+        kind = "an INT (a whole number)" if ins.type == "INT" else "a FLOAT (a finite number)"
+        if low is not None and high is not None:
+            return f"{kind} from {low} to {high}"
+        if low is not None:
+            return f"{kind} of at least {low}"
+        if high is not None:
+            return f"{kind} of at most {high}"
+        return f"{kind} that fits in 64 bits" if ins.type == "INT" else kind
+    if ins.type == "BOOLEAN":
+        return "a BOOLEAN (true or false)"
+    if ins.type == "STRING":
+        return "a STRING (text)" + (" naming a file" if ins.file is not None else "")
+    return f"a {ins.type}"

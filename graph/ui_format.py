@@ -56,7 +56,11 @@ def ui_to_api(workflow: dict, object_info: Mapping[str, dict]) -> dict[str, dict
     """
     if not is_ui_workflow(workflow):
         raise UIConversionError("not a UI-format workflow: expected a dict with 'nodes' and 'links' lists")
-    return _Converter(workflow, object_info).convert()
+    try:
+        return _Converter(workflow, object_info).convert()
+    except RecursionError:
+        raise UIConversionError("the workflow nests too deep to convert (chains of reroutes or subgraphs inside "
+                                "subgraphs hundreds of levels deep)") from None
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,12 @@ class _Converter:
     def _collect_definitions(self, container: dict[str, Any]) -> None:
         definitions = container.get("definitions")
         subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+        if subgraphs is not None and not isinstance(subgraphs, list):
+            raise UIConversionError(f"definitions.subgraphs must be a list, got {type(subgraphs).__name__}")
         for definition in subgraphs or []:
             if not isinstance(definition, dict) or "id" not in definition:
                 raise UIConversionError("definitions.subgraphs holds an entry without an id")
-            sub_id = str(definition["id"])
+            sub_id = _id(definition["id"], "definitions.subgraphs: a subgraph id")
             if sub_id not in self.subgraphs:
                 self.subgraphs[sub_id] = _parse_graph(definition, f"subgraph {sub_id}")
                 self._collect_definitions(definition)
@@ -185,9 +191,10 @@ class _Converter:
         missing = [w.name for w in widgets if w.required and w.name not in inputs and w.name not in linked]
         if missing:
             raise UIConversionError(
-                f"{where}: widgets_values {repr(node.get('widgets_values'))[:200]} has no value for required widget(s) "
+                f"{where}: widgets_values {_clipped(node.get('widgets_values'))} has no value for required widget(s) "
                 f"{', '.join(missing)}; widget order: {', '.join(_layout(widgets))}")
-        title = node.get("title") or schema.get("display_name") or class_type
+        title = node.get("title") if isinstance(node.get("title"), str) else None
+        title = title or schema.get("display_name") or class_type
         return {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
 
     def _widgets(self, class_type: str) -> list[_Widget]:
@@ -201,9 +208,9 @@ class _Converter:
     def _resolve_link(self, scope: _Scope, link_id: Any, want_type: Any, visited: set[tuple[str, int]],
                       where: str) -> _Resolved:
         """What feeds the input that link `link_id` (in `scope`'s graph) ends at."""
-        link = scope.graph.links.get(str(link_id))
+        link = scope.graph.links.get(_link_key(link_id))  # type: ignore[arg-type]
         if link is None:
-            raise UIConversionError(f"{where}: link {link_id} is not in {scope.graph.name}'s links")
+            raise UIConversionError(f"{where}: link {_clipped(link_id)} is not in {scope.graph.name}'s links")
         if link.origin_id == scope.graph.input_node and scope.instance is not None:
             return self._resolve_subgraph_input(scope, link.origin_slot, visited, where)
         origin = scope.graph.nodes.get(link.origin_id)
@@ -233,8 +240,9 @@ class _Converter:
             return None
         if node.get("mode") == BYPASSED:
             inputs = self._node_inputs(scope, node_id, node)
-            outputs = node.get("outputs") or []
-            output_type = outputs[slot].get("type") if slot < len(outputs) else None
+            outputs = node.get("outputs") if isinstance(node.get("outputs"), list) else []
+            output = outputs[slot] if 0 <= slot < len(outputs) else None
+            output_type = output.get("type") if isinstance(output, dict) else None
             index = _bypass_input(inputs, slot, output_type, want_type)
             if index is None or inputs[index].get("link") is None:
                 return None
@@ -284,7 +292,8 @@ class _Converter:
             return values
         if not isinstance(values, list):
             return {}
-        promoted = [(str(sub_input.get("name")), controls)
+        promoted = [(_clipped(sub_input.get("name")) if not isinstance(sub_input.get("name"), str)
+                     else sub_input["name"], controls)
                     for index, sub_input in enumerate(scope.graph.inputs)
                     if (controls := self._promoted_widget(scope.graph, index)) is not None]
         # Older frontends also saved the control_after_generate value of a promoted seed widget.
@@ -302,7 +311,7 @@ class _Converter:
             target = graph.nodes.get(link.target_id)
             if link.origin_id != graph.input_node or link.origin_slot != index or target is None:
                 continue
-            slot = next((s for s in _ui_inputs(target, graph.name) if str(s.get("link")) == link_id), None)
+            slot = next((s for s in _ui_inputs(target, graph.name) if _link_key(s.get("link")) == link_id), None)
             if slot is None or "widget" not in slot:
                 continue
             known = self._widgets(target["type"]) if target["type"] in self.object_info else []
@@ -331,19 +340,65 @@ class _Converter:
 
 def _parse_graph(data: dict[str, Any], name: str) -> _Graph:
     nodes: dict[str, dict[str, Any]] = {}
-    for node in data.get("nodes") or []:
+    for node in _list(data, "nodes", name):
         if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
-            raise UIConversionError(f"{name}: a node without an id or type: {str(node)[:200]}")
-        node_id = str(node["id"])
+            raise UIConversionError(f"{name}: a node without an id or type: {_clipped(node)}")
+        node_id = _id(node["id"], f"{name}: node ({node['type']}) id")
         if node_id in nodes:
             raise UIConversionError(f"{name}: node id {node_id} is used twice")
         nodes[node_id] = node
-    links = dict(_parse_link(raw, name) for raw in data.get("links") or [] if raw is not None)
+    links = dict(_parse_link(raw, name) for raw in _list(data, "links", name) if raw is not None)
     inputs = data.get("inputs") or []
     if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
         raise UIConversionError(f"{name}: 'inputs' must be a list of subgraph inputs")
     return _Graph(name, nodes, links, inputs, _io_node_id(data.get("inputNode"), DEFAULT_INPUT_NODE),
                   _io_node_id(data.get("outputNode"), DEFAULT_OUTPUT_NODE))
+
+
+def _list(data: dict[str, Any], key: str, name: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UIConversionError(f"{name}: {key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _clipped(value: Any) -> str:
+    """A piece of the file for a message: its repr, cut to 200 characters."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _id(value: Any, what: str) -> str:
+    """A node or link id as text: the frontend writes numbers (and text for subgraph ids)."""
+    key = _link_key(value)
+    if key is not None:
+        return key
+    raise UIConversionError(f"{what} must be a whole number or a string, got {_clipped(value)}")
+
+
+def _link_key(value: Any) -> str | None:
+    """The key a link (or node) id is found under; None for a value that is no id."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1 << 64):
+        return str(value)
+    return None
+
+
+def _slot(value: Any) -> int:
+    """A slot index: a whole number (a whole float or a numeric string from hand-edited files pass too)."""
+    if isinstance(value, bool):
+        raise ValueError(f"slot {value!r} is a boolean, not a slot index")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        value = int(value)
+    if not isinstance(value, int) or abs(value) >= 1 << 31:
+        raise ValueError(f"slot {_clipped(value)} is not a slot index (a whole number)")
+    return value
 
 
 def _parse_link(raw: Any, name: str) -> tuple[str, _Link]:
@@ -352,24 +407,28 @@ def _parse_link(raw: Any, name: str) -> tuple[str, _Link]:
     try:
         if isinstance(raw, dict):
             fields = (raw["id"], raw["origin_id"], raw["origin_slot"], raw["target_id"], raw["target_slot"])
-        else:
+        elif isinstance(raw, list):
             fields = tuple(raw[:5])
             if len(fields) < 5:
-                raise ValueError("too short")
+                raise ValueError(f"{len(raw)} fields; a link is [id, origin_id, origin_slot, target_id, target_slot, "
+                                 "type]")
+        else:
+            raise TypeError(f"a link is a list or an object, not {type(raw).__name__}")
         link_id, origin_id, origin_slot, target_id, target_slot = fields
-        return str(link_id), _Link(str(origin_id), int(origin_slot), str(target_id), int(target_slot))
-    except (KeyError, TypeError, ValueError) as e:
-        raise UIConversionError(f"{name}: malformed link {raw!r} ({e})") from None
+        return _id(link_id, "link id"), _Link(_id(origin_id, "origin_id"), _slot(origin_slot),
+                                              _id(target_id, "target_id"), _slot(target_slot))
+    except (KeyError, TypeError, ValueError) as e:  # UIConversionError is a ValueError
+        raise UIConversionError(f"{name}: malformed link {_clipped(raw)} ({e})") from None
 
 
 def _io_node_id(io_node: Any, default: str) -> str:
-    return str(io_node["id"]) if isinstance(io_node, dict) and "id" in io_node else default
+    return _link_key(io_node["id"]) or default if isinstance(io_node, dict) and "id" in io_node else default
 
 
 def _ui_inputs(node: dict[str, Any] | None, where: str) -> list[dict[str, Any]]:
     inputs = (node or {}).get("inputs") or []
-    if not isinstance(inputs, list) or not all(isinstance(s, dict) and "name" in s for s in inputs):
-        raise UIConversionError(f"{where}: 'inputs' must be a list of slots with a name")
+    if not isinstance(inputs, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in inputs):
+        raise UIConversionError(f"{where}: 'inputs' must be a list of slots, each with a name (text)")
     return inputs
 
 

@@ -5,6 +5,7 @@ converted to the declared types. Problems come back in ComfyUI's error shape (`W
 """
 from __future__ import annotations
 
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from .context import RunContext, RunSettings
-from .errors import NodeError, WorkflowInvalid
+from .errors import NodeError, WorkflowInvalid, clip, short_repr
 from .node import Node
 from .registry import Registry
 from .safety import UnsafePathError
@@ -42,14 +43,26 @@ class Plan:
     consumers: dict[str, int] = field(default_factory=dict)
 
 
+# The longest message a node's own check may give (its value goes whole into received_value).
+MAX_MESSAGE = 1000
+# Link ids and output indices are 64-bit numbers at most; a wider int in a link's place is no link (and no int
+# of ours ever has to be printed with more digits than Python allows).
+_WIDE = 1 << 64
+
+
 def is_link(value: Any) -> bool:
-    """[source node id, output index]. The exact types JSON gives are tested first: this runs on every input."""
+    """[source node id, output index]: a string or int id, an int index (bools are neither). The exact types JSON
+    gives are tested first: this runs on every input."""
     if not isinstance(value, list) or len(value) != 2:
         return False
     src, index = value
-    if type(index) is int and type(src) in (str, int):
+    if type(index) is int and type(src) is str and -_WIDE < index < _WIDE:
         return True
-    return isinstance(src, (str, int)) and isinstance(index, int) and not isinstance(index, bool)
+    return (isinstance(src, str) or _is_int(src)) and _is_int(index)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -_WIDE < value < _WIDE
 
 
 def _unwrap(value: Any) -> Any:
@@ -85,8 +98,11 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
     if not isinstance(prompt, dict) or not prompt:
         raise WorkflowInvalid(_top("invalid_prompt", "Invalid prompt: expected a non-empty object "
                                    "{node_id: {class_type, inputs}}"), {})
-    prompt = {str(k): v for k, v in prompt.items()}
+    prompt, twice = _string_ids(prompt)
     found = _Collector(prompt)
+    for node_id, keys in twice.items():
+        found.add(node_id, NodeError("invalid_prompt", f"Node id {short_repr(node_id)} is given {len(keys)} times (as "
+                                     f"{', '.join(short_repr(k) for k in keys)}); each node needs its own id"))
     classes: dict[str, type[Node]] = {}
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
@@ -96,11 +112,14 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
         cls = registry.get(node["class_type"])
         if cls is None:
             found.add(str(node_id), NodeError(
-                "missing_node_type", f"Node type {node['class_type']!r} does not exist; "
+                "missing_node_type", f"Node type {short_repr(node['class_type'])} does not exist; "
                 "run with --list-nodes to see the available ones"))
             continue
         if not isinstance(node.get("inputs", {}), dict):
-            found.add(str(node_id), NodeError("invalid_prompt", "'inputs' must be an object"))
+            found.add(str(node_id), NodeError("invalid_prompt", f"'inputs' must be an object {{name: value or link}}, "
+                                              f"got {type(node.get('inputs')).__name__}"))
+            continue
+        if node_id in twice:
             continue
         classes[str(node_id)] = cls
 
@@ -139,7 +158,7 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
         order = list(nx.topological_sort(graph))
     except nx.NetworkXUnfeasible:
         cycle = [u for u, _ in nx.find_cycle(graph)]
-        names = " -> ".join(f"{n} ({prompt[n].get('class_type')})" for n in [*cycle, cycle[0]])
+        names = " -> ".join(f"{n} ({clip(prompt[n].get('class_type'))})" for n in [*cycle, cycle[0]])
         for n in cycle:
             found.add(n, NodeError("dependency_cycle", f"Node is on a dependency cycle: {names}"))
         cycle_error = _top("dependency_cycle", "Workflow contains a dependency cycle", names)
@@ -150,6 +169,20 @@ def validate(prompt: Any, registry: Registry, settings: RunSettings | None = Non
                                                   "Prompt outputs failed validation"),
                               _group(found.errors, prompt, dependents))
     return Plan(planned, order, wanted, consumers)
+
+
+def _string_ids(prompt: dict[Any, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The prompt keyed by string ids (a Python caller may use ints), and the ids given more than once that way
+    (1 and "1"), each with the keys that gave it."""
+    if all(type(k) is str for k in prompt):
+        return prompt, {}
+    out: dict[str, Any] = {}
+    keys: dict[str, list[Any]] = {}
+    for key, node in prompt.items():
+        node_id = key if isinstance(key, str) else short_repr(key)
+        out[node_id] = node
+        keys.setdefault(node_id, []).append(key)
+    return out, {node_id: given for node_id, given in keys.items() if len(given) > 1}
 
 
 def _ancestors(prompt: dict[str, Any], wanted: list[str]) -> list[str]:
@@ -181,8 +214,8 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
         ins = spec.inputs.get(name)
         if ins is None:
             found.add(node_id, NodeError(
-                "invalid_input_name", f"Unknown input {name!r}; {spec.class_type} takes "
-                f"{', '.join(spec.inputs) or 'no inputs'}", name, raw))
+                "invalid_input_name", f"Unknown input {short_repr(name)}; {spec.class_type} takes "
+                f"{', '.join(spec.inputs) or 'no inputs'}", name if isinstance(name, str) else short_repr(name), raw))
             continue
         if type(raw) is list and is_link(raw):
             src, index = str(raw[0]), raw[1]
@@ -204,7 +237,7 @@ def _check_node(node_id: str, node: dict[str, Any], cls: type[Node], prompt: dic
         try:
             constants[name] = ins.validate(value)
         except ValidationError as err:
-            kind, message, extra = describe_validation_error(err)
+            kind, message, extra = describe_validation_error(err, ins)
             found.add(node_id, NodeError(kind, message, name, value,
                                          extra={"input_config": list(ins.comfy_entry()), **extra}))
     for name in spec.must_give:
@@ -230,13 +263,34 @@ def check_files(pn: PlannedNode, settings: RunSettings) -> list[NodeError]:
         if ins.name in pn.constants and ins.file is not None:
             try:
                 settings.paths.resolve_input(ins.file.folder, pn.constants[ins.name])
-            except UnsafePathError as err:
-                errors.append(NodeError("custom_validation_failed", str(err), ins.name, pn.constants[ins.name]))
+            except (OSError, ValueError, RuntimeError) as err:  # UnsafePathError, or a folder that cannot be read
+                errors.append(NodeError("custom_validation_failed", clip(str(err), MAX_MESSAGE), ins.name,
+                                        pn.constants[ins.name]))
     if pn.spec.has_checks and not errors:
         ctx = RunContext(settings, pn.id, pn.spec.class_type)
-        for name, message in pn.cls.check_constants(pn.constants, ctx):
-            errors.append(NodeError("custom_validation_failed", message, name, pn.constants.get(name)))
+        try:
+            problems = pn.cls.check_constants(pn.constants, ctx)
+        except KeyError as err:
+            if err.args and err.args[0] in pn.linked_widgets:
+                # A check of a widget that another node feeds: its value is checked when it arrives (run time).
+                return errors
+            return [_exception(err)]
+        except UnsafePathError as err:
+            return [NodeError("custom_validation_failed", clip(str(err), MAX_MESSAGE))]
+        except Exception as err:  # noqa: BLE001 - a node's check failed: ComfyUI's answer, not a traceback
+            return [_exception(err)]
+        for name, message in problems:  # a node may quote the value whole: the report quotes it short
+            errors.append(NodeError("custom_validation_failed", clip(message, MAX_MESSAGE), name,
+                                    pn.constants.get(name)))
     return errors
+
+
+def _exception(err: BaseException) -> NodeError:
+    """ComfyUI's entry for a node whose own validation raised (exception_during_validation)."""
+    return NodeError("exception_during_validation", f"Exception when validating node: {type(err).__name__}: "
+                     f"{clip(str(err), 400)}", details=clip(str(err), 2000),
+                     extra={"exception_type": f"{type(err).__module__}.{type(err).__qualname__}",
+                            "traceback": traceback.format_tb(err.__traceback__)})
 
 
 def recheck(plan: Plan, prompt: dict[str, Any], settings: RunSettings) -> None:
@@ -254,7 +308,7 @@ def recheck(plan: Plan, prompt: dict[str, Any], settings: RunSettings) -> None:
 def _check_link(node_id: str, name: str, input_type: str, src: str, index: int, prompt: dict[str, Any],
                 classes: dict[str, type[Node]], found: _Collector) -> None:
     if src not in prompt:
-        found.add(node_id, NodeError("bad_linked_input", f"Input {name!r} is linked to node {src!r}, "
+        found.add(node_id, NodeError("bad_linked_input", f"Input {name!r} is linked to node {short_repr(src)}, "
                                      "which is not in the workflow", name, [src, index]))
         return
     src_cls = classes.get(src)
@@ -294,6 +348,7 @@ def _group(errors: dict[str, list[NodeError]], prompt: dict[str, Any],
     for node_id, errs in errors.items():
         node = prompt.get(node_id)
         class_type = node.get("class_type") if isinstance(node, dict) else None
+        class_type = class_type if class_type is None or isinstance(class_type, str) else short_repr(class_type)
         grouped[node_id] = {"errors": [e.to_json() for e in errs],
                             "dependent_outputs": dependents.get(node_id, []),
                             "class_type": class_type}

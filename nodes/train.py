@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from ..core.dataset import open_image_folder
 from ..core.denoiser_trainer import DenoiserConfig, scheduler_config, train_denoiser
-from ..core.gan_trainer import GANConfig, train_gan
+from ..core.gan_trainer import GANConfig, generator_settings, train_gan
 from ..core.handles import DenoiserHandle, GANHandle, SchedulerHandle, VQModelHandle
 from ..core.plots import loss_curve
 from ..core.previews import gan_preview, reconstruction_preview, sample_preview
@@ -81,11 +82,15 @@ def tensorboard_folder(enabled: bool, checkpoint_dir: Path) -> Path | None:
     return checkpoint_dir / "tensorboard" if enabled else None
 
 
-def progress_callback(bar: Any) -> StepCallback:
-    """Moves the node's progress bar; the bar's update is where a cancelled run stops."""
+def progress_callback(bar: Any, keys: tuple[str, ...] = ()) -> StepCallback:
+    """Moves the node's progress bar, with the logged values `keys` beside it where the bar can show text
+    (tqdm's postfix in the CLI); the bar's update is where a cancelled run stops."""
     shown = [0]
+    postfix = getattr(getattr(bar, "inner", bar), "set_postfix_str", None)
 
     def on_step(done: int, logs: dict[str, float]) -> None:
+        if postfix is not None and keys:
+            postfix(" ".join(f"{k}={logs[k]:.4g}" for k in keys if k in logs), refresh=False)
         bar.update(done - shown[0])
         shown[0] = done
 
@@ -285,7 +290,8 @@ class TrainVQGAN(Node):
         init = self.init_vqmodel.model if self.init_vqmodel is not None else None
         with ctx.progress(config.steps) as bar:
             result = train_vqgan(config, self.dataset, model_dir, checkpoint_dir, ctx.device, init,
-                                 progress_callback(bar), tensorboard_folder(self.tensorboard, checkpoint_dir))
+                                 progress_callback(bar, ("rec", "d")),
+                                 tensorboard_folder(self.tensorboard, checkpoint_dir))
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
         curve = loss_curve(result.history)
@@ -388,7 +394,8 @@ class TrainDenoiser(Node):
         model_dir, checkpoint_dir = run_folders(ctx, self.filename_prefix)
         with ctx.progress(config.steps) as bar:
             result = train_denoiser(config, self.dataset, self.vqmodel.model, model_dir, checkpoint_dir, ctx.device,
-                                    progress_callback(bar), tensorboard_folder(self.tensorboard, checkpoint_dir))
+                                    progress_callback(bar, ("loss",)),
+                                    tensorboard_folder(self.tensorboard, checkpoint_dir))
         scale = float(result.summary["latent_scale"])
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
@@ -456,6 +463,9 @@ class TrainGAN(Node):
     tensorboard: bool = Field(False, description="also write the logged losses as TensorBoard event files in "
                               "<prefix>-checkpoints/tensorboard/ (with each checkpoint; needs the optional "
                               "'tensorboard' package: pip install comfyui-genart[tensorboard])")
+    init_gan: GAN | None = Field(None, description="optional: start the generator from this one (fine-tuning; the "
+                                 "discriminator starts fresh); its architecture replaces g_channels, mapping_layers, "
+                                 "style_modulation and z_dim")
 
     @classmethod
     def check_constants(cls, constants: dict[str, Any], ctx: RunContext) -> list[tuple[str, str]]:
@@ -477,9 +487,17 @@ class TrainGAN(Node):
             gp_weight=self.gp_weight, r1_gamma=self.r1_gamma, r1_every=self.r1_every, ema_decay=self.ema_decay,
             steps=self.steps, seed=self.seed, checkpoint_every=self.checkpoint_every,
             keep_checkpoints=self.keep_checkpoints)
+        init = None
+        if self.init_gan is not None:
+            init = self.init_gan.model
+            if len(init.config.block_channels) != len(config.d_channels):
+                raise ValueError(f"input 'init_gan' has {len(init.config.block_channels)} blocks but d_channels "
+                                 f"{self.d_channels!r} has {len(config.d_channels)} entries; give d_channels as many")
+            config = replace(config, **generator_settings(init), init_from=self.init_gan.source or "given model")
         model_dir, checkpoint_dir = run_folders(ctx, self.filename_prefix)
         with ctx.progress(config.steps) as bar:
-            result = train_gan(config, self.dataset, model_dir, checkpoint_dir, ctx.device, progress_callback(bar),
+            result = train_gan(config, self.dataset, model_dir, checkpoint_dir, ctx.device, init,
+                               progress_callback(bar, ("d_loss", "g_loss")),
                                tensorboard_folder(self.tensorboard, checkpoint_dir))
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]

@@ -58,13 +58,48 @@ def test_gradient_penalty_and_r1_equal_closed_forms():
     x_hat = mix.view(-1, 1, 1, 1) * real + (1 - mix.view(-1, 1, 1, 1)) * fake
     norms = (w * x_hat).flatten(1).norm(dim=1)
     expected = ((norms - 1) ** 2).mean()
-    assert float(gradient_penalty(critic, real, fake, mix)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(gradient_penalty(critic, real, fake, mix).detach()) == pytest.approx(float(expected), rel=1e-6)
     # R1: mean ||grad D(real)||^2 = mean ||w * real||^2.
     x = real.clone().requires_grad_(True)
     penalty = r1_penalty(critic(x), x)
-    assert float(penalty) == pytest.approx(float((w * real).flatten(1).square().sum(1).mean()), rel=1e-6)
+    assert float(penalty.detach()) == pytest.approx(float((w * real).flatten(1).square().sum(1).mean()), rel=1e-6)
     penalty.backward()  # the penalty keeps its graph: it can be trained through
     assert x.grad is not None
+
+
+def test_gradient_penalty_of_a_linear_critic_equals_autograd_by_hand():
+    from comfyui_genart.core.gan_losses import gradient_penalty
+
+    # A linear critic D(x) = <a, x> + b has gradient a at every x_hat: the penalty is (||a|| - 1)^2 for every mix,
+    # and its gradient with respect to a is 2 (||a|| - 1) a / ||a||.
+    a = torch.tensor([[[[0.5, -1.0], [2.0, 0.25]]]], requires_grad=True)
+    b = torch.tensor(0.3, requires_grad=True)
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return (a * x).flatten(1).sum(1) + b
+
+    real, fake = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    mix = torch.tensor([0.0, 0.4, 1.0])
+    # By hand: interpolates, the critic's gradient there with torch.autograd.grad, the mean (||g|| - 1)^2.
+    t = mix.view(-1, 1, 1, 1)
+    x_hat = (t * real + (1 - t) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat)
+    assert torch.equal(grad, a.detach().expand(3, 1, 2, 2)), "a linear critic's gradient is its weight"
+    norm = a.detach().norm()
+    by_hand = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert float(by_hand) == pytest.approx(float((norm - 1) ** 2), rel=1e-6)
+    penalty = gradient_penalty(critic, real, fake, mix)
+    assert float(penalty.detach()) == pytest.approx(float(by_hand), rel=1e-6)
+    penalty.backward()
+    torch.testing.assert_close(a.grad, 2 * (norm - 1) * a.detach() / norm)
+    assert b.grad is None or float(b.grad) == 0.0, "the bias does not move the gradient"
+    # The WGAN-GP critic loss with lambda = 10 on the same critic: E[D(fake)] - E[D(real)] + 10 * penalty.
+    from comfyui_genart.core.gan_losses import discriminator_loss
+
+    with torch.no_grad():
+        total = discriminator_loss("wgan-gp", critic(real), critic(fake)) + 10 * (norm - 1) ** 2
+        by_hand_total = (a * (fake - real)).flatten(1).sum(1).mean() + 10 * (norm - 1) ** 2
+    assert float(total) == pytest.approx(float(by_hand_total), rel=1e-5, abs=1e-6)
 
 
 def tiny_config(**changes):
@@ -147,6 +182,15 @@ def test_train_gan_node_runs_and_a_second_run_only_reloads(pack, paths):
     assert (paths.output_dir / "gan" / "test" / "config.json").is_file()
     again = Executor(pack.REGISTRY, RunSettings(paths=paths)).run(prompt)
     assert json.loads(again.ui["2"]["text"][0])["steps"] == 3
+    # Fine-tuning: the trained generator as init_gan of a second run whose own generator fields differ.
+    tuned = {**prompt, "3": {"class_type": "GenArtTrainGAN", "inputs": {
+        "dataset": ["1", 0], "init_gan": ["2", 0], "filename_prefix": "gan/tuned", "steps": 1, "batch_size": 4,
+        "g_channels": "64,64,64", "d_channels": "8,8,16", "z_dim": 64}}}
+    third = Executor(pack.REGISTRY, RunSettings(paths=paths)).run(tuned, keep=["3"])
+    assert third.outputs["3"]["gan"].model.config.z_dim == 16, "the given generator's architecture is kept"
+    saved = json.loads((paths.output_dir / "gan" / "tuned-checkpoints" / "step-0000001" / "trainer_state.json")
+                       .read_text())["config"]
+    assert saved["init_from"].endswith("test") and saved["g_channels"] == [16, 8, 8]
     bad = {**prompt, "2": {**prompt["2"], "inputs": {**prompt["2"]["inputs"], "d_channels": "8,16"}}}
     from comfyui_genart.graph.errors import WorkflowInvalid
 
@@ -194,3 +238,50 @@ def test_tensorboard_without_the_package_names_the_extra(pack, paths, monkeypatc
                                                                "g_channels": "16,8,8", "d_channels": "8,8,16"}}}
     with pytest.raises(WorkflowInvalid, match=r"pip install comfyui-genart\[tensorboard\]"):
         Executor(pack.REGISTRY, RunSettings(paths=paths)).run(prompt)
+
+
+def test_training_can_start_from_a_generator(tmp_path, data):
+    from comfyui_genart.core.gan_trainer import generator_settings, train_gan
+
+    first = train_gan(tiny_config(steps=2), data, tmp_path / "a", tmp_path / "a-ck")
+    settings = generator_settings(first.model)
+    assert settings["g_channels"] == (16, 8, 8) and settings["z_dim"] == 16
+    config = tiny_config(steps=1, seed=5, init_from="a")
+    tuned = train_gan(config, data, tmp_path / "b", tmp_path / "b-ck", init_model=first.model)
+    fresh = train_gan(tiny_config(steps=1, seed=5), data, tmp_path / "c", tmp_path / "c-ck")
+    start = first.model.state_dict()
+
+    def distance(model):
+        return sum(float((v - start[k]).abs().sum()) for k, v in model.state_dict().items())
+
+    # One Adam step (lr 2e-4) from the given weights stays next to them; a fresh seed-5 generator does not.
+    assert 0 < distance(tuned.model) < 0.05 * distance(fresh.model)
+    with pytest.raises(ValueError, match="z_dim: 16 vs 32"):
+        train_gan(tiny_config(z_dim=32), data, tmp_path / "d", tmp_path / "d-ck", init_model=first.model)
+
+
+def test_progress_bar_shows_both_losses():
+    from comfyui_genart.nodes.train import progress_callback
+
+    class Bar:
+        def __init__(self):
+            self.n, self.text = 0, ""
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix_str(self, text, refresh=True):
+            self.text = text
+
+    class Checked:  # the engine's wrapper around the bar (graph.context._CheckedProgress)
+        def __init__(self):
+            self.inner = Bar()
+
+        def update(self, n=1):
+            self.inner.update(n)
+
+    bar = Checked()
+    on_step = progress_callback(bar, ("d_loss", "g_loss"))
+    on_step(3, {"d_loss": 1.25, "g_loss": 0.5, "r1": 0.1})
+    assert bar.inner.n == 3 and bar.inner.text == "d_loss=1.25 g_loss=0.5"
+    progress_callback(Bar(), ("loss",))(1, {"loss": 2.0})  # a bar without the wrapper works too

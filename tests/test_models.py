@@ -756,7 +756,8 @@ def test_models_paths_cannot_leave_the_models_folders(mpaths):
     with pytest.raises(WorkflowInvalid) as info:
         executor(mpaths).validate(prompt)
     messages = " ".join(e["message"] for e in info.value.node_errors["1"]["errors"])
-    assert "'../../etc/passwd' leaves" in messages and "'../secrets' leaves" in messages
+    assert "'../../etc/passwd' is refused: it contains '..'" in messages
+    assert "'../secrets' is refused: it contains '..'" in messages
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -53,15 +53,16 @@ def test_safety_image_name_outside_input_refused(make_executor, name):
     assert err["type"] == "custom_validation_failed" and err["extra_info"]["received_value"] == name
 
 
-def test_safety_symlink_escaping_input_refused(make_executor, paths, tmp_path):
+def test_safety_symlink_the_user_placed_in_input_is_followed(make_executor, paths, tmp_path):
+    """As in ComfyUI: a link in the user's own input folder is theirs (a workflow cannot make one), so it is
+    followed wherever it points; only the names a workflow gives are confined (tests/test_hardening.py)."""
     outside = tmp_path / "outside.png"
     Image.new("RGB", (4, 4)).save(outside)
     (paths.input_dir / "link.png").symlink_to(outside)
-    from comfyui_genart.graph.errors import WorkflowInvalid
-
-    with pytest.raises(WorkflowInvalid):
-        make_executor().validate({"1": {"class_type": "GenArtLoadImage", "inputs": {"image": "link.png"}},
-                                  "2": {"class_type": "GenArtPreviewImage", "inputs": {"images": ["1", 0]}}})
+    report = make_executor().run({"1": {"class_type": "GenArtLoadImage", "inputs": {"image": "link.png"}},
+                                  "2": {"class_type": "GenArtPreviewImage", "inputs": {"images": ["1", 0]}}},
+                                 keep=["1"])
+    assert tuple(report.outputs["1"]["image"].shape) == (1, 4, 4, 3)
 
 
 def test_safety_load_image_with_alpha_gives_comfyui_mask(make_executor, paths):
