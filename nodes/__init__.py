@@ -2,6 +2,7 @@
 from ..graph.registry import Registry
 from . import (
     attack,
+    comfy_bridge,
     comfy_standins,
     conditioning,
     decode,
@@ -24,4 +25,4 @@ from . import (
 REGISTRY = Registry()
 REGISTRY.register_modules([io, image, models, encode, quantize, decode, noise, conditioning, denoise, sample,
                            gan, visualize, attack, defense, metrics, evaluate, train,
-                           comfy_standins])
+                           comfy_bridge, comfy_standins])

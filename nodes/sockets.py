@@ -5,7 +5,7 @@ MODEL, VAE and CLIP sockets carry the library's ModelPatcher, VAE and CLIP objec
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from ..core.dataset import ImageFolder
 from ..core.defenses import DefenseTransform
@@ -38,3 +38,11 @@ Metrics = Annotated[MetricSet, Socket("GENART_METRICS")]
 ImageSetSocket = Annotated[ImageSet, Socket("GENART_IMAGE_SET")]
 FeatureExtractorSocket = Annotated[FeatureExtractor, Socket("GENART_FEATURES")]
 FeatureSetSocket = Annotated[FeatureSet, Socket("GENART_FEATURE_SET")]
+
+# ComfyUI's own model sockets. Inside ComfyUI they carry its ModelPatcher, CLIP, VAE and CONDITIONING list (read
+# by core.comfy_bridge); headless, the stand-ins carry a core.ksampling.DiffusionModel, a TextEncoderHandle, an
+# AutoencoderHandle and the same CONDITIONING list.
+ComfyModel = Annotated[Any, Socket("MODEL")]
+ComfyClip = Annotated[Any, Socket("CLIP")]
+ComfyVAE = Annotated[Any, Socket("VAE")]
+ComfyConditioning = Annotated[Any, Socket("CONDITIONING")]

@@ -14,6 +14,8 @@ import pytest
 import torch
 from tiny_models import COND_UNET_CONFIG, KL_CONFIG, tiny_clip, write_all
 
+from comfyui_genart.core.formats.sd1_export import clip_to_ldm, unet_to_ldm, vae_to_ldm
+
 SD15_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}  # published SD 1.5 sizes
 
 
@@ -355,95 +357,6 @@ def test_models_scheduler_folder_refuses_non_scheduler_class(mpaths):
 
 # ---------------------------------------------------------------------------------------------------
 # Stable Diffusion 1.x single-file checkpoints: the LDM key layout, written from the tiny diffusers models
-
-RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-                 "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
-VAE_ATTENTION_TO_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-
-
-def unet_to_ldm(state, config):
-    """diffusers UNet2DConditionModel keys -> LDM `model.diffusion_model.*`.
-
-    LDM numbers blocks flat: input_blocks.0 is conv_in; each down level has layers_per_block (resnet,
-    attention) pairs then a downsampler (`.0.op`); middle_block is resnet, attention, resnet;
-    output_blocks hold layers_per_block + 1 (resnet, attention) pairs per level, the upsampler after
-    the last one (`.1.conv`, or `.2.conv` when the level has attention)."""
-    per = config["layers_per_block"] + 1
-    out = {}
-    for key, value in state.items():
-        p = key.split(".")
-        if p[0] == "time_embedding":
-            new = f"time_embed.{0 if p[1] == 'linear_1' else 2}.{p[2]}"
-        elif p[0] in ("conv_in", "conv_norm_out", "conv_out"):
-            new = {"conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}[p[0]] + "." + p[1]
-        elif p[0] == "down_blocks":
-            level, what = int(p[1]), p[2]
-            if what == "downsamplers":
-                new = f"input_blocks.{1 + level * per + per - 1}.0.op.{p[-1]}"
-            else:
-                block = 1 + level * per + int(p[3])
-                rest = ".".join(p[4:])
-                new = (f"input_blocks.{block}.0.{RESNET_TO_LDM[p[4]]}.{p[5]}" if what == "resnets"
-                       else f"input_blocks.{block}.1.{rest}")
-        elif p[0] == "mid_block":
-            new = (f"middle_block.{2 * int(p[2])}.{RESNET_TO_LDM[p[3]]}.{p[4]}" if p[1] == "resnets"
-                   else "middle_block.1." + ".".join(p[3:]))
-        elif p[0] == "up_blocks":
-            level, what = int(p[1]), p[2]
-            if what == "upsamplers":
-                has_attention = config["up_block_types"][level].startswith("CrossAttn")
-                new = f"output_blocks.{level * per + per - 1}.{2 if has_attention else 1}.conv.{p[-1]}"
-            else:
-                block = level * per + int(p[3])
-                new = (f"output_blocks.{block}.0.{RESNET_TO_LDM[p[4]]}.{p[5]}" if what == "resnets"
-                       else f"output_blocks.{block}.1." + ".".join(p[4:]))
-        else:
-            raise AssertionError(f"no LDM name for {key}")
-        out["model.diffusion_model." + new] = value
-    return out
-
-
-def vae_to_ldm(state, config):
-    """diffusers AutoencoderKL keys -> LDM `first_stage_model.*`: encoder.down.{i}.block.{j}, decoder up
-    levels numbered from the bottom (up.{n-1-i}), mid.block_1/attn_1/block_2, nin_shortcut, norm_out, and
-    the mid attention's q/k/v/proj_out as 1x1 convolutions."""
-    levels = len(config["up_block_types"])
-    out = {}
-    for key, value in state.items():
-        p = key.split(".")
-        side, rest = p[0], p[1:]
-        if side in ("quant_conv", "post_quant_conv") or rest[0] in ("conv_in", "conv_out"):
-            new = key
-        elif rest[0] == "conv_norm_out":
-            new = f"{side}.norm_out.{rest[1]}"
-        elif rest[0] in ("down_blocks", "up_blocks"):
-            i = int(rest[1])
-            name, level = ("down", i) if side == "encoder" else ("up", levels - 1 - i)
-            if rest[2] == "resnets":
-                layer = rest[4].replace("conv_shortcut", "nin_shortcut")
-                new = f"{side}.{name}.{level}.block.{rest[3]}.{layer}.{rest[5]}"
-            else:
-                new = f"{side}.{name}.{level}.{'downsample' if side == 'encoder' else 'upsample'}.conv.{rest[-1]}"
-        elif rest[1] == "resnets":
-            new = f"{side}.mid.block_{int(rest[2]) + 1}.{rest[3].replace('conv_shortcut', 'nin_shortcut')}.{rest[4]}"
-        else:
-            inner = ".".join(rest[3:-1])
-            new = f"{side}.mid.attn_1.{VAE_ATTENTION_TO_LDM[inner]}.{rest[-1]}"
-            if value.ndim == 2:
-                value = value[:, :, None, None]
-        out["first_stage_model." + new] = value
-    return out
-
-
-def clip_to_ldm(state, with_text_model=True):
-    """transformers CLIPTextModel keys -> LDM `cond_stage_model.transformer.[text_model.]*`, with the
-    position_ids buffer real checkpoints carry."""
-    prefix = "cond_stage_model.transformer." + ("text_model." if with_text_model else "")
-    out = {prefix + k.removeprefix("text_model."): v for k, v in state.items()}
-    n = next(v for k, v in state.items() if k.endswith("position_embedding.weight")).shape[0]
-    out[prefix + "embeddings.position_ids"] = torch.arange(n)[None]
-    return out
-
 
 SD_UNET = {**COND_UNET_CONFIG, "block_out_channels": (16, 32, 32), "layers_per_block": 2,
            "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
