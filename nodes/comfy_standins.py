@@ -266,7 +266,7 @@ class ComfyVAEDecode(Node):
 
 
 class ComfyVAEEncode(Node):
-    """VAE Encode (headless stand-in for ComfyUI's VAEEncode: the posterior mode, sizes cropped to multiples of 8)."""
+    """VAE Encode (headless stand-in for ComfyUI's VAEEncode: the posterior mode, centre-cropped to multiples of 8)."""
 
     CLASS_TYPE = "VAEEncode"
     CATEGORY = "latent"
@@ -282,8 +282,9 @@ class ComfyVAEEncode(Node):
     def run(self, ctx: RunContext) -> Outputs:
         handle = comfy_bridge.autoencoder(self.vae)
         x = image_to_nchw(self.pixels, "pixels")[:, :3]
-        h, w = x.shape[2] // 8 * 8, x.shape[3] // 8 * 8
-        top, left = (x.shape[2] % 8) // 2, (x.shape[3] % 8) // 2
+        f = 2 ** (len(handle.model.config.block_out_channels) - 1)  # 8 for SD's VAE
+        h, w = x.shape[2] // f * f, x.shape[3] // f * f
+        top, left = (x.shape[2] % f) // 2, (x.shape[3] % f) // 2
         x = x[:, :, top:top + h, left:left + w]
         z = handle.model.encode((x * 2.0 - 1.0).to(device=handle.device, dtype=handle.dtype)).latent_dist.mode()
         return self.Outputs(LATENT={"samples": z.float().cpu()})
