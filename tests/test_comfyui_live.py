@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -304,9 +305,9 @@ def _pipeline(width: int = 24, height: int = 20, prefix: str = "live/genart") ->
     }
 
 
-def _wait_for_history(server: Server, prompt_id: str) -> dict[str, Any]:
+def _wait_for_history(server: Server, prompt_id: str, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
     t0 = time.monotonic()
-    while time.monotonic() - t0 < RUN_TIMEOUT_S:
+    while time.monotonic() - t0 < timeout:
         assert server.proc.poll() is None, f"ComfyUI died while running the prompt\n{server.tail()}"
         history = server.get(f"/history/{prompt_id}")
         entry = history.get(prompt_id)
@@ -314,7 +315,7 @@ def _wait_for_history(server: Server, prompt_id: str) -> dict[str, Any]:
                 entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
             return entry
         time.sleep(0.25)
-    pytest.fail(f"prompt {prompt_id} not done within {RUN_TIMEOUT_S:.0f} s\n{server.tail()}")
+    pytest.fail(f"prompt {prompt_id} not done within {timeout:.0f} s\n{server.tail()}")
 
 
 def test_prompt_runs_and_saves_a_runnable_png(comfyui: Server, tmp_path: Path) -> None:
@@ -404,7 +405,8 @@ def test_invalid_prompt_gets_comfyui_validation_error(comfyui: Server) -> None:
     _assert_pack_log_clean(comfyui)
 
 
-def _headless(server: Server, prompt: dict[str, Any], out: Path) -> dict[str, Any]:
+def _headless(server: Server, prompt: dict[str, Any], out: Path, timeout: float = RUN_TIMEOUT_S,
+              extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run `prompt` with `python -m graph.run` under ComfyUI's own interpreter (same torch as the server, one
     thread), on the server's input and models folders; the run report."""
     (out / "prompt.json").write_text(json.dumps(prompt))
@@ -413,8 +415,8 @@ def _headless(server: Server, prompt: dict[str, Any], out: Path) -> dict[str, An
     done = subprocess.run([str(server.python), "-m", "graph.run", str(out / "prompt.json"), "--quiet",
                            "--input-dir", str(server.base / "input"), "--models-dir", str(server.base / "models"),
                            "--output-dir", str(out / "output"), "--temp-dir", str(out / "temp"),
-                           "--report", str(out / "report.json")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+                           "--report", str(out / "report.json"), *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return json.loads((out / "report.json").read_text())
 
@@ -490,3 +492,185 @@ def test_evaluation_gives_the_same_figures_in_comfyui_and_headless(comfyui: Serv
                 Image.open(tmp_path / "output" / headless["subfolder"] / headless["filename"]) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b)), record["filename"]
     _assert_pack_log_clean(comfyui)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ComfyUI's own models through the bridges, and ComfyUI's default workflow headless, on a random full-size SD 1.5
+
+SD15_NAME = "v1-5-pruned-emaonly-fp16.safetensors"  # the name ComfyUI's default workflow loads
+SD15_TIMEOUT_S = 900.0
+
+
+@pytest.fixture(scope="module")
+def random_sd15(comfyui: Server) -> Path:
+    """A seeded random SD 1.5 (float16, ~2.1 GB) in GENART_SD15_CACHE (default: <tmp>/genart-sd15), built once and
+    reused; linked into the server's models/checkpoints under the default workflow's checkpoint name."""
+    import tempfile
+
+    from comfyui_genart.core.formats.sd1_export import write_random_sd15
+
+    cache = Path(os.environ.get("GENART_SD15_CACHE") or Path(tempfile.gettempdir()) / "genart-sd15")
+    path = write_random_sd15(cache / "v1-5-random-seed0-fp16.safetensors", seed=0)
+    link = comfyui.base / "models" / "checkpoints" / SD15_NAME
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(path)
+    return path
+
+
+def _png_pixels(path: Path) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.float64)
+
+
+def _psnr(a: Any, b: Any) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def _run_both(server: Server, prompt: dict[str, Any], out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    status, answer = server.request("POST", "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+    assert status == 200 and answer["node_errors"] == {}, f"{answer}\n{server.tail()}"
+    entry = _wait_for_history(server, answer["prompt_id"], SD15_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{server.tail()}"
+    return entry, _headless(server, prompt, out, SD15_TIMEOUT_S)
+
+
+def _saved(server: Server, entry: dict[str, Any], report: dict[str, Any], out: Path, node_id: str
+           ) -> tuple[Path, Path]:
+    (live,) = entry["outputs"][node_id]["images"]
+    (headless,) = report["ui"][node_id]["images"]
+    return (server.output_dir / live["subfolder"] / live["filename"],
+            out / "output" / headless["subfolder"] / headless["filename"])
+
+
+def test_comfyui_vae_through_the_bridge_protects_an_image(comfyui: Server, random_sd15: Path, tmp_path: Path) -> None:
+    """ComfyUI's Load Checkpoint -> GenArt Autoencoder From VAE -> GenArt Attack Encoder PGD, inside ComfyUI's
+    inference mode: the protected image moves that checkpoint's VAE latent further than random noise of the same
+    size, and headless (the stand-in loader) gives the same pixels."""
+    import torch
+
+    from comfyui_genart.core.formats.sd1_checkpoint import SD15_CONFIG, SHIPPED_CONFIGS, load_sd1_checkpoint
+
+    prompt = {
+        "1": {"class_type": "GenArtPatternImage", "inputs": {"pattern": "checkerboard", "width": 64, "height": 64,
+                                                               "batch_size": 1, "cell": 8, "red": 0.9, "green": 0.3,
+                                                               "blue": 0.1}},
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15_NAME}},
+        "3": {"class_type": "GenArtAutoencoderFromVAE", "inputs": {"vae": ["2", 2]}},
+        "4": {"class_type": "GenArtAttackEncoderPGD", "inputs": {
+            "image": ["1", 0], "autoencoder": ["3", 0], "target": "zero", "norm": "linf", "eps": 16 / 255,
+            "step_size": 2 / 255, "steps": 10, "schedule": "constant", "random_start": True, "seed": 0,
+            "eot_samples": 1, "eot_transform": "none", "eot_strength": 0.05, "defense_gradient": "bpda"}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "live-protect/adv"}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "live-protect/clean"}},
+    }
+    entry, report = _run_both(comfyui, prompt, tmp_path)
+    live_adv, headless_adv = _saved(comfyui, entry, report, tmp_path, "5")
+    live_clean, _ = _saved(comfyui, entry, report, tmp_path, "6")
+    assert _psnr(_png_pixels(live_adv), _png_pixels(headless_adv)) == math.inf, "protected image differs"
+    models = load_sd1_checkpoint(random_sd15, "random-sd15", SHIPPED_CONFIGS / SD15_CONFIG, False,
+                                 torch.device("cpu"), torch.float32)
+    clean = torch.from_numpy(_png_pixels(live_clean) / 255).float().permute(2, 0, 1)[None]
+    adv = torch.from_numpy(_png_pixels(live_adv) / 255).float().permute(2, 0, 1)[None]
+    noisy = clean + (16 / 255) * torch.sign(torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)))
+    assert (adv - clean).abs().max() <= 16 / 255 + 1 / 255
+    with torch.no_grad():
+        def latent(x: torch.Tensor) -> torch.Tensor:
+            return models.vae.encode(x.clamp(0, 1) * 2 - 1).latent_dist.mean
+
+        z = latent(clean)
+        moved, by_noise = float((latent(adv) - z).norm()), float((latent(noisy) - z).norm())
+        toward_zero = float(latent(adv).norm()) / float(z.norm())
+    print(f"\nencoder attack on ComfyUI's VAE: latent moved {moved:.2f} (random sign noise: {by_noise:.2f}), "
+          f"|z_adv| / |z| = {toward_zero:.3f}")
+    assert moved > 2 * by_noise and toward_zero < 0.9
+
+
+def test_comfyui_model_through_the_bridge_equals_genart_loader(comfyui: Server, random_sd15: Path,
+                                                                tmp_path: Path) -> None:
+    """ComfyUI MODEL -> GenArt Denoiser From MODEL -> GenArt Sample Latent equals GenArt Load SD1.5 Checkpoint's
+    denoiser on the same file and scheduler, bit for bit (the bridge converts into the same diffusers classes), in
+    ComfyUI; and headless (stand-ins) the same pixels."""
+    prompt: dict[str, Any] = {
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15_NAME}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a glass bottle", "clip": ["2", 1]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 1]}},
+        "5": {"class_type": "GenArtConditioningFromComfy", "inputs": {"positive": ["3", 0], "negative": ["4", 0]}},
+        "6": {"class_type": "GenArtLoadSD15Checkpoint", "inputs": {
+            "ckpt_name": SD15_NAME, "config": "stable-diffusion-v1-5", "use_ema": False, "device": "auto",
+            "dtype": "float32"}},
+        "7": {"class_type": "GenArtDenoiserFromModel", "inputs": {"model": ["2", 0], "kind": "Euler"}},
+        "8": {"class_type": "GenArtEmptyLatent", "inputs": {"width": 128, "height": 128, "downscale_factor": 8,
+                                                            "channels": 4, "batch_size": 1}},
+        "9": {"class_type": "GenArtLoadScheduler", "inputs": {
+            "kind": "Euler", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+            "beta_end": 0.012, "prediction_type": "epsilon", "clip_sample": False}},
+    }
+    for node_id, denoiser, prefix in (("10", ["7", 0], "bridged"), ("11", ["6", 1], "own")):
+        prompt[node_id] = {"class_type": "GenArtSampleLatent", "inputs": {
+            "denoiser": denoiser, "scheduler": ["9", 0], "latent": ["8", 0], "conditioning": ["5", 0], "seed": 1,
+            "steps": 3, "cfg": 7.5, "denoise": 1.0, "start_step": 0, "end_step": -1, "add_noise": True,
+            "return_trajectory_every": 0}}
+        prompt[node_id + "1"] = {"class_type": "VAEDecode", "inputs": {"samples": [node_id, 0], "vae": ["2", 2]}}
+        prompt[node_id + "2"] = {"class_type": "SaveImage", "inputs": {"images": [node_id + "1", 0],
+                                                                       "filename_prefix": f"live-bridge/{prefix}"}}
+    entry, report = _run_both(comfyui, prompt, tmp_path)
+    bridged_live, bridged_headless = _saved(comfyui, entry, report, tmp_path, "102")
+    own_live, own_headless = _saved(comfyui, entry, report, tmp_path, "112")
+    assert _psnr(_png_pixels(bridged_live), _png_pixels(own_live)) == math.inf, "bridge vs own loader in ComfyUI"
+    assert _psnr(_png_pixels(bridged_live), _png_pixels(bridged_headless)) == math.inf, "ComfyUI vs headless"
+    assert _psnr(_png_pixels(own_live), _png_pixels(own_headless)) == math.inf
+
+
+def _default_template(server: Server) -> dict[str, Any]:
+    """ComfyUI's default text-to-image workflow (UI format) from the comfyui-workflow-templates package that this
+    ComfyUI pins (0.1.95 for v0.3.64)."""
+    found = subprocess.run([str(server.python), "-c", "import comfyui_workflow_templates as t, os; "
+                            "print(os.path.join(os.path.dirname(t.__file__), 'templates', 'default.json'))"],
+                           capture_output=True, text=True, timeout=60)
+    if found.returncode != 0 or not Path(found.stdout.strip()).is_file():
+        pytest.skip("comfyui-workflow-templates (with templates/default.json) is not installed beside this ComfyUI")
+    return json.loads(Path(found.stdout.strip()).read_text())
+
+
+def test_default_workflow_headless_agrees_with_comfyui(comfyui: Server, random_sd15: Path, tmp_path: Path,
+                                                       object_info: dict[str, Any]) -> None:
+    """The default text-to-image template runs headless (`python -m graph.run` on the UI file, the stand-ins) and
+    its image agrees with ComfyUI's on the same checkpoint and seed to >= 40 dB PSNR. As shipped (512x512, 20 steps)
+    with GENART_LIVE_SD15_FULL=1; else at 256x256 and 4 steps (--set)."""
+    from comfyui_genart.graph.ui_format import ui_to_api
+
+    workflow = _default_template(comfyui)
+    full = os.environ.get("GENART_LIVE_SD15_FULL") == "1"
+    sets = () if full else ("5.width=256", "5.height=256", "3.steps=4")
+    prompt = ui_to_api(workflow, object_info)  # ComfyUI's own schemas convert it for the server
+    for item in sets:
+        key, value = item.split("=")
+        node_id, name = key.split(".")
+        prompt[node_id]["inputs"][name] = int(value)
+    (tmp_path / "default.json").write_text(json.dumps(workflow))
+    status, answer = comfyui.request("POST", "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex,
+                                                          "extra_data": {"extra_pnginfo": {"workflow": workflow}}})
+    assert status == 200 and answer["node_errors"] == {}, f"{answer}\n{comfyui.tail()}"
+    entry = _wait_for_history(comfyui, answer["prompt_id"], SD15_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{comfyui.tail()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    args = [str(comfyui.python), "-m", "graph.run", str(tmp_path / "default.json"), "--quiet",
+            "--models-dir", str(comfyui.base / "models"), "--output-dir", str(tmp_path / "output"),
+            "--temp-dir", str(tmp_path / "temp"), "--report", str(tmp_path / "report.json")]
+    for item in sets:
+        args += ["--set", item]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=SD15_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    live, headless = _saved(comfyui, entry, report, tmp_path, "9")
+    psnr = _psnr(_png_pixels(live), _png_pixels(headless))
+    size = "512x512, 20 steps" if full else "256x256, 4 steps"
+    print(f"\ndefault workflow ({size}): headless vs ComfyUI PSNR {psnr:.1f} dB; "
+          f"{_seconds_in_comfyui(entry):.1f} s in ComfyUI, {report['seconds']:.1f} s headless")
+    assert psnr >= 40.0

@@ -1,0 +1,178 @@
+"""Full-size SD 1.5 on the CPU: GenArt's graph vs the diffusers pipeline vs ComfyUI's KSampler (when a ComfyUI is
+given), txt2img, euler, cfg 7.5, on a seeded random SD 1.5 built from the shipped config (never committed).
+
+    python bench/sd15_cpu.py [--sizes 256 512] [--steps 4] [--comfyui /path/to/ComfyUI]
+
+Each measurement runs in its own process (peak RSS = that process's ru_maxrss): loading the checkpoint (seconds,
+peak RSS / file size), then per size and side the seconds per step (the sampler's time / steps, model already
+loaded) and the peak RSS of the whole run. Ratios are printed against the diffusers pipeline, measured in the same
+run. ComfyUI runs under its own interpreter (GENART_COMFYUI_PYTHON, default <dir>/.venv/bin/python), GenArt and
+diffusers under this one: compare torch versions in the header before reading the ComfyUI ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT, NEGATIVE, SEED, CFG = "beautiful scenery nature glass bottle landscape", "text, watermark", 1, 7.5
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
+
+
+def _load(path: Path) -> dict:
+    import torch
+
+    from comfyui_genart.core.formats.sd1_checkpoint import SD15_CONFIG, SHIPPED_CONFIGS, load_sd1_checkpoint
+
+    t = time.perf_counter()
+    load_sd1_checkpoint(path, path.name, SHIPPED_CONFIGS / SD15_CONFIG, False, torch.device("cpu"), torch.float32)
+    return {"seconds": time.perf_counter() - t, "peak_rss_gb": _peak_rss_gb(), "file_gb": path.stat().st_size / 1e9}
+
+
+def _genart(path: Path, size: int, steps: int) -> dict:
+    from comfyui_genart.graph.api import run_workflow
+
+    models = Path(tempfile.mkdtemp(prefix="genart-bench-")) / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / path.name).symlink_to(path)
+    prompt = {
+        "1": {"class_type": "GenArtLoadSD15Checkpoint", "inputs": {"ckpt_name": path.name, "dtype": "float32"}},
+        "2": {"class_type": "GenArtEncodeText", "inputs": {"text_encoder": ["1", 2], "prompt": PROMPT,
+                                                            "negative_prompt": NEGATIVE}},
+        "3": {"class_type": "GenArtEmptyLatent", "inputs": {"width": size, "height": size, "downscale_factor": 8,
+                                                            "channels": 4, "batch_size": 1}},
+        "4": {"class_type": "GenArtLoadScheduler", "inputs": {"kind": "Euler", "beta_schedule": "scaled_linear",
+                                                              "beta_start": 0.00085, "beta_end": 0.012}},
+        "5": {"class_type": "GenArtSampleLatent", "inputs": {"denoiser": ["1", 1], "scheduler": ["4", 0],
+                                                             "latent": ["3", 0], "conditioning": ["2", 0],
+                                                             "seed": SEED, "steps": steps, "cfg": CFG}},
+    }
+    report = run_workflow(prompt, keep=["5"], models_dirs=[models], progress=False)
+    seconds = next(n.seconds for n in report.nodes if n.node_id == "5")
+    return {"s_per_step": seconds / steps, "peak_rss_gb": _peak_rss_gb()}
+
+
+def _diffusers(path: Path, size: int, steps: int) -> dict:
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from comfyui_genart.core.formats.sd1_checkpoint import SD15_CONFIG, SHIPPED_CONFIGS, load_sd1_checkpoint
+
+    m = load_sd1_checkpoint(path, path.name, SHIPPED_CONFIGS / SD15_CONFIG, False, torch.device("cpu"), torch.float32)
+    scheduler = EulerDiscreteScheduler.from_pretrained(SHIPPED_CONFIGS / SD15_CONFIG, subfolder="scheduler",
+                                                       local_files_only=True)
+    pipe = StableDiffusionPipeline(vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    stamps: list[float] = []
+
+    def on_step(pipe_: object, i: int, t: object, kwargs: dict) -> dict:
+        stamps.append(time.perf_counter())
+        return kwargs
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        pipe(PROMPT, negative_prompt=NEGATIVE, height=size, width=size, num_inference_steps=steps,
+             guidance_scale=CFG, generator=torch.Generator().manual_seed(SEED), output_type="latent",
+             callback_on_step_end=on_step)
+    # Text encoding falls inside the first interval: milliseconds against seconds per step.
+    return {"s_per_step": (stamps[-1] - start) / steps, "peak_rss_gb": _peak_rss_gb()}
+
+
+COMFY_SCRIPT = r"""
+import json, resource, sys, time, torch
+sys.argv = [sys.argv[0], "--cpu"]
+sys.path.insert(0, COMFY)
+import comfy.options; comfy.options.enable_args_parsing()
+import comfy.sd, nodes
+with torch.inference_mode():
+    t = time.perf_counter()
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(PATH, output_vae=True, output_clip=True)
+    load = time.perf_counter() - t
+    load_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    pos = nodes.CLIPTextEncode().encode(clip, PROMPT)[0]
+    neg = nodes.CLIPTextEncode().encode(clip, NEGATIVE)[0]
+    lat = nodes.EmptyLatentImage().generate(SIZE, SIZE, 1)[0]
+    t = time.perf_counter()
+    nodes.KSampler().sample(model, SEED, STEPS, CFG, "euler", "normal", pos, neg, lat)
+    sampling = time.perf_counter() - t
+print(json.dumps({"s_per_step": sampling / STEPS, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                  / 1e6, "load_seconds": load, "load_peak_rss_gb": load_rss}))
+"""
+
+
+def _comfyui(comfy: Path, path: Path, size: int, steps: int) -> dict:
+    python = Path(os.environ.get("GENART_COMFYUI_PYTHON") or comfy / ".venv" / "bin" / "python")
+    head = (f"COMFY, PATH, PROMPT, NEGATIVE = {str(comfy)!r}, {str(path)!r}, {PROMPT!r}, {NEGATIVE!r}\n"
+            f"SIZE, STEPS, SEED, CFG = {size}, {steps}, {SEED}, {CFG}\n")
+    done = subprocess.run([str(python), "-c", head + COMFY_SCRIPT], capture_output=True, text=True, cwd=comfy)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child(kind: str, path: Path, size: int, steps: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--one", kind, "--checkpoint", str(path), "--sizes", str(size),
+                           "--steps", str(steps)], capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--comfyui", type=Path, default=os.environ.get("GENART_COMFYUI_DIR"))
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: build/reuse the random SD 1.5")
+    parser.add_argument("--one", choices=["load", "genart", "diffusers"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        size = args.sizes[0]
+        result = (_load(args.checkpoint) if args.one == "load" else
+                  _genart(args.checkpoint, size, args.steps) if args.one == "genart" else
+                  _diffusers(args.checkpoint, size, args.steps))
+        print(json.dumps(result))
+        return
+
+    import torch
+
+    from comfyui_genart.core.formats.sd1_export import write_random_sd15
+
+    path = args.checkpoint or write_random_sd15(Path(os.environ.get("GENART_SD15_CACHE") or
+                                                     Path(tempfile.gettempdir()) / "genart-sd15")
+                                                / "v1-5-random-seed0-fp16.safetensors")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; checkpoint {path} "
+          f"({path.stat().st_size / 1e9:.2f} GB, random weights)")
+    load = _child("load", path, 0, args.steps)
+    print(f"load: {load['seconds']:.1f} s, peak RSS {load['peak_rss_gb']:.2f} GB = "
+          f"{load['peak_rss_gb'] / load['file_gb']:.2f}x the file")
+    for size in args.sizes:
+        rows = {"diffusers": _child("diffusers", path, size, args.steps),
+                "genart": _child("genart", path, size, args.steps)}
+        if args.comfyui:
+            rows["comfyui"] = _comfyui(args.comfyui, path, size, args.steps)
+        ref = rows["diffusers"]
+        print(f"{size}x{size}, euler, {args.steps} steps, cfg {CFG}:")
+        for name, row in rows.items():
+            print(f"  {name:9s} {row['s_per_step']:6.2f} s/step ({row['s_per_step'] / ref['s_per_step']:.3f}x "
+                  f"diffusers), peak RSS {row['peak_rss_gb']:.2f} GB ({row['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x)")
+        if "comfyui" in rows:
+            c, g = rows["comfyui"], rows["genart"]
+            print(f"  GenArt vs ComfyUI: {c['s_per_step'] / g['s_per_step']:.2f}x faster per step, "
+                  f"{c['peak_rss_gb'] / g['peak_rss_gb']:.2f}x less peak RSS; ComfyUI load {c['load_seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
