@@ -5,9 +5,10 @@ given), txt2img, euler, cfg 7.5, on a seeded random SD 1.5 built from the shippe
 
 Each measurement runs in its own process (peak RSS = that process's ru_maxrss): loading the checkpoint (seconds,
 peak RSS / file size), then per size and side the seconds per step (the sampler's time / steps, model already
-loaded) and the peak RSS of the whole run. Ratios are printed against the diffusers pipeline, measured in the same
-run. ComfyUI runs under its own interpreter (GENART_COMFYUI_PYTHON, default <dir>/.venv/bin/python), GenArt and
-diffusers under this one: compare torch versions in the header before reading the ComfyUI ratio.
+loaded) and the peak RSS of the whole run (load, text encoding, sampling, VAE decode). Ratios are printed
+against the diffusers pipeline, measured in the same run. ComfyUI runs under its own interpreter
+(GENART_COMFYUI_PYTHON, default <dir>/.venv/bin/python), GenArt and diffusers under this one: compare torch
+versions before reading the ComfyUI ratio.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def _load(path: Path) -> dict:
 
 
 def _genart(path: Path, size: int, steps: int) -> dict:
-    from comfyui_genart.graph.api import run_workflow
+    from comfyui_genart.graph.api import make_settings, registry
+    from comfyui_genart.graph.executor import Executor
 
     models = Path(tempfile.mkdtemp(prefix="genart-bench-")) / "models"
     (models / "checkpoints").mkdir(parents=True)
@@ -57,7 +59,10 @@ def _genart(path: Path, size: int, steps: int) -> dict:
                                                              "latent": ["3", 0], "conditioning": ["2", 0],
                                                              "seed": SEED, "steps": steps, "cfg": CFG}},
     }
-    report = run_workflow(prompt, keep=["5"], models_dirs=[models], progress=False)
+    prompt["6"] = {"class_type": "GenArtDecodeKL", "inputs": {"autoencoder": ["1", 0], "latent": ["5", 0]}}
+    prompt["7"] = {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}}
+    temp = models.parent / "temp"
+    report = Executor(registry(), make_settings(models_dirs=[models], temp_dir=temp, output_dir=temp)).run(prompt)
     seconds = next(n.seconds for n in report.nodes if n.node_id == "5")
     return {"s_per_step": seconds / steps, "peak_rss_gb": _peak_rss_gb()}
 
@@ -84,7 +89,7 @@ def _diffusers(path: Path, size: int, steps: int) -> dict:
     start = time.perf_counter()
     with torch.inference_mode():
         pipe(PROMPT, negative_prompt=NEGATIVE, height=size, width=size, num_inference_steps=steps,
-             guidance_scale=CFG, generator=torch.Generator().manual_seed(SEED), output_type="latent",
+             guidance_scale=CFG, generator=torch.Generator().manual_seed(SEED), output_type="np",
              callback_on_step_end=on_step)
     # Text encoding falls inside the first interval: milliseconds against seconds per step.
     return {"s_per_step": (stamps[-1] - start) / steps, "peak_rss_gb": _peak_rss_gb()}
@@ -105,8 +110,9 @@ with torch.inference_mode():
     neg = nodes.CLIPTextEncode().encode(clip, NEGATIVE)[0]
     lat = nodes.EmptyLatentImage().generate(SIZE, SIZE, 1)[0]
     t = time.perf_counter()
-    nodes.KSampler().sample(model, SEED, STEPS, CFG, "euler", "normal", pos, neg, lat)
+    out = nodes.KSampler().sample(model, SEED, STEPS, CFG, "euler", "normal", pos, neg, lat)[0]
     sampling = time.perf_counter() - t
+    nodes.VAEDecode().decode(vae, out)
 print(json.dumps({"s_per_step": sampling / STEPS, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                   / 1e6, "load_seconds": load, "load_peak_rss_gb": load_rss}))
 """
