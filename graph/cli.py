@@ -57,7 +57,31 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="persistent cache for expensive nodes' outputs (safetensors), "
                                                    "reused by later runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    batch = p.add_argument_group("batches (see README: Batches and clusters)")
+    batch.add_argument("--for-each", dest="for_each", action="append", default=[], metavar="ID.INPUT=GLOB",
+                       help="run once per file of the input folder matching GLOB, e.g. --for-each 1.image='*.png'; "
+                            "with --sweep, every file x every value; outputs are named after the item, a manifest "
+                            "(<output>/<workflow>.batch.jsonl) and a summary table (.batch.csv) record each one")
+    batch.add_argument("--resume", action="store_true",
+                       help="continue a batch: skip the items its manifest lists as done, retry the failed ones")
+    batch.add_argument("--workers", type=_positive, metavar="N",
+                       help="run the items in N local worker processes (models load once per process)")
+    batch.add_argument("--ray", metavar="ADDRESS", help="run the items as Ray actors on the cluster at ADDRESS "
+                       "('auto': the one Ray finds, else a local one; 'local'); --workers N sets how many "
+                       "(default one per CPU); needs pip install 'comfyui-genart[ray]'")
+    batch.add_argument("--threads", type=_positive, metavar="N",
+                       help="torch threads per process (default: 1 in batch workers, torch's own otherwise)")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _convert_parser() -> argparse.ArgumentParser:
@@ -131,6 +155,14 @@ def run_main(argv: list[str]) -> int:
     if args.workflow is None:
         parser.print_usage(sys.stderr)
         return _fail("give a WORKFLOW file (or --list-nodes)", EXIT_INVALID)
+    if args.for_each or args.resume or args.workers or args.ray:
+        from .batch import batch_main
+
+        return batch_main(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     runs: list[tuple[list[str], dict[str, Any], Any]] = []  # (sweep overrides, prompt, plan) per run
     run_name = ""
     try:
