@@ -55,7 +55,7 @@ class DiffusionLoss:
     generator, one draw per call (so EOT averages over them too)."""
 
     def __init__(self, model: Any, denoiser: DenoiserHandle, unet: Any, scheduler: SchedulerHandle,
-                 t_range: tuple[int, int], hidden_states: torch.Tensor | None, generator: torch.Generator) -> None:
+                 t_range: tuple[int, int], text: dict[str, torch.Tensor], generator: torch.Generator) -> None:
         from diffusers import DDPMScheduler
 
         if scheduler.class_name.startswith("FlowMatch"):
@@ -66,7 +66,8 @@ class DiffusionLoss:
         self.noise_schedule = DDPMScheduler.from_config(scheduler.config)
         self.prediction_type = self.noise_schedule.config.prediction_type
         self.model, self.unet, self.scale = model, unet, float(denoiser.latent_scale)
-        self.t_range, self.hidden_states, self.generator = t_range, hidden_states, generator
+        # text: the denoiser call's conditioning keywords (Guidance.model_kwargs), empty when unconditional
+        self.t_range, self.text, self.generator = t_range, text, generator
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         z = encode_images(self.model, images) * self.scale
@@ -75,8 +76,7 @@ class DiffusionLoss:
         noise = torch.randn(z.shape, generator=self.generator).to(z.device)
         t = t.to(z.device)
         noisy = self.noise_schedule.add_noise(z, noise, t)
-        kwargs = {} if self.hidden_states is None else {"encoder_hidden_states": self.hidden_states}
-        pred = self.unet(noisy.to(param.dtype), t, return_dict=False, **kwargs)[0].float()
+        pred = self.unet(noisy.to(param.dtype), t, return_dict=False, **self.text)[0].float()
         if self.prediction_type == "epsilon":
             goal = noise
         elif self.prediction_type == "v_prediction":

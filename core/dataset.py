@@ -11,7 +11,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +23,9 @@ from PIL import ImageOps
 DATASET_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 # Optional file in the folder: {"relative/file.png": "group name"}; files of one group share a split.
 GROUPS_FILE = "groups.json"
+# Optional file in the folder (tools/emoji_captions.py writes it for the emoji set):
+# {"file.png": {"captions": ["red heart", ...], "category": "Smileys & Emotion", "name": "red heart"}}.
+CAPTIONS_FILE = "captions.json"
 Split = Literal["train", "heldout"]
 
 
@@ -52,6 +55,8 @@ class ImageFolder:
     crop: Literal["center", "random"] = "center"
     flip: bool = False
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    captions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # file -> its captions
+    categories: dict[str, str] = field(default_factory=dict)  # file -> its class label
 
     def files(self, split: Split) -> tuple[str, ...]:
         return self.train if split == "train" else self.heldout
@@ -126,7 +131,34 @@ def open_image_folder(root: Path, resolution: int, holdout_fraction: float, spli
     heldout = tuple(n for n in names if group_fraction(str(groups.get(n, n)), split_seed) < holdout_fraction)
     held = set(heldout)
     train = tuple(n for n in names if n not in held)
-    return ImageFolder(root, train, heldout, resolution, crop, flip, background)
+    captions, categories = read_captions(root / CAPTIONS_FILE)
+    return ImageFolder(root, train, heldout, resolution, crop, flip, background, captions, categories)
+
+
+def read_captions(path: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """captions.json's captions and categories per file; empty when the folder has none."""
+    if not path.is_file():
+        return {}, {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); it must map file names to "
+                         '{"captions": [...], "category": ...}, or be removed') from err
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path} must be a JSON object mapping file names to their captions")
+    captions: dict[str, tuple[str, ...]] = {}
+    categories: dict[str, str] = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: the entry of {name!r} must be an object with 'captions' and 'category'")
+        texts = entry.get("captions", [])
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"{path}: 'captions' of {name!r} must be a list of strings")
+        if texts:
+            captions[name] = tuple(texts)
+        if isinstance(entry.get("category"), str):
+            categories[name] = entry["category"]
+    return captions, categories
 
 
 class BatchPlan:

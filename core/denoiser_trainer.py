@@ -1,5 +1,6 @@
 """Train a latent denoiser: a diffusers UNet2DModel on a frozen VQ model's quantized latents, DDPM noise
-schedule, EMA weights.
+schedule, EMA weights; or, given a frozen text encoder and captions, a UNet2DConditionModel that reads them
+through cross-attention (captions dropped at `caption_dropout` for classifier-free guidance).
 
 The latents are the codebook vectors of each image (what the decoder was trained on) times
 `latent_scale` = 1 / their standard deviation over the first training images, so the UNet sees unit
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -72,12 +74,27 @@ class DenoiserConfig:
     cache_latents: bool = True
     num_workers: int = 0
     vq_source: str = ""
+    # Text conditioning: 0 trains an unconditional UNet2DModel; the text encoder's width trains a
+    # UNet2DConditionModel with cross-attention at the attention levels (attention_from and below).
+    cross_attention_dim: int = 0
+    caption_dropout: float = 0.1
+    text_encoder: str = ""
 
 
 def build_unet(config: DenoiserConfig, channels: int, size: int) -> Any:
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DConditionModel, UNet2DModel
 
     n = len(config.block_channels)
+    if config.cross_attention_dim:
+        down = tuple("CrossAttnDownBlock2D" if i >= config.attention_from else "DownBlock2D" for i in range(n))
+        up = tuple("CrossAttnUpBlock2D" if i >= config.attention_from else "UpBlock2D" for i in reversed(range(n)))
+        # UNet2DConditionModel reads attention_head_dim as the number of heads (a diffusers naming quirk).
+        heads = tuple(max(1, c // config.attention_head_dim) for c in config.block_channels)
+        return UNet2DConditionModel(
+            sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=config.block_channels,
+            layers_per_block=config.layers_per_block, down_block_types=down, up_block_types=up,
+            mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=config.cross_attention_dim,
+            attention_head_dim=heads, norm_num_groups=config.norm_num_groups)
     down = tuple("AttnDownBlock2D" if i >= config.attention_from else "DownBlock2D" for i in range(n))
     up = tuple("AttnUpBlock2D" if i >= config.attention_from else "UpBlock2D" for i in reversed(range(n)))
     return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels,
@@ -99,6 +116,42 @@ def quantized_latents(vq: Any, images: torch.Tensor) -> torch.Tensor:
     _, _, (_, _, indices) = vq.quantize(h)
     b, c, hh, ww = h.shape
     return vq.quantize.get_codebook_entry(indices.reshape(-1), (b, hh, ww, c)).float()
+
+
+class CaptionSource:
+    """Each training image's captions, encoded once by the frozen text encoder; a batch's caption (one of the
+    image's, or the empty one at `caption_dropout`) is a function of (seed, epoch, image) like its flip."""
+
+    def __init__(self, data: ImageFolder, text: Any, config: DenoiserConfig) -> None:
+        from .text import MASKED_MAX_TOKENS, encode_texts, uses_attention_mask
+
+        if not uses_attention_mask(text):
+            raise ValueError("the text denoiser trainer needs an encoder with an attention mask (BERT family, e.g. "
+                             "all-MiniLM-L6-v2); CLIP-conditioned training is not supported")
+        self.data, self.config = data, config
+        texts = sorted({c for n in data.train for c in data.captions.get(n, ())} | {""})
+        self.index = {t: i for i, t in enumerate(texts)}
+        longest = max(len(text.tokenizer(t).input_ids) for t in texts)
+        length = min(longest, MASKED_MAX_TOKENS)
+        states, masks = [], []
+        for start in range(0, len(texts), 256):
+            s, m = encode_texts(text, texts[start:start + 256], length)
+            states.append(s.float().cpu())
+            masks.append(m.cpu())
+        self.states, self.masks = torch.cat(states), torch.cat(masks)
+
+    def pick(self, items: list[tuple[int, int]]) -> list[str]:
+        out = []
+        for i, epoch in items:
+            rng = random.Random(mix_seed(self.config.seed, epoch, i, 7))
+            captions = self.data.captions.get(self.data.train[i], ())
+            dropped = rng.random() < self.config.caption_dropout
+            out.append("" if dropped or not captions else captions[rng.randrange(len(captions))])
+        return out
+
+    def batch(self, items: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.tensor([self.index[c] for c in self.pick(items)])
+        return self.states[rows], self.masks[rows]
 
 
 class LatentSource:
@@ -140,9 +193,10 @@ def measure_latent_scale(vq: Any, data: ImageFolder, count: int = 512) -> float:
 
 def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir: Path, checkpoint_dir: Path,
                    device: torch.device | None = None, on_step: StepCallback | None = None,
-                   tensorboard: Path | None = None) -> TrainResult:
-    """Train (or resume training) a UNet2DModel on `vq`'s latents of `data`; writes checkpoints and, at the
-    end, the pipeline-style folder. `on_step` as in train_vqgan."""
+                   tensorboard: Path | None = None, text: Any = None) -> TrainResult:
+    """Train (or resume training) a UNet2DModel on `vq`'s latents of `data` (a UNet2DConditionModel on them
+    and their captions when `text`, a TextEncoderHandle, is given); writes checkpoints and, at the end, the
+    pipeline-style folder. `on_step` as in train_vqgan."""
     from diffusers import DDPMScheduler
 
     accelerator = make_accelerator(device or torch.device("cpu"))
@@ -174,6 +228,7 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
     ema.shadow = [s.to(accelerator.device) for s in ema.shadow]
     raw_unet = accelerator.unwrap_model(unet)
     source = LatentSource(data, vq, config, rank, world)
+    captions = _caption_source(data, text, config)
     alphas = scheduler.alphas_cumprod.to(accelerator.device)
     log = RunLog(checkpoint_dir, start, tensorboard if accelerator.is_main_process else None)
 
@@ -199,7 +254,12 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
         target = training_target(z0, noise, alphas[t], config.prediction_type)
         total = config.steps if config.lr_schedule == "cosine" else 0
         set_learning_rate(optimizer, learning_rate(config.learning_rate, step, config.warmup_steps, total))
-        pred = unet(noisy, t).sample
+        if captions is None:
+            pred = unet(noisy, t).sample
+        else:
+            states, masks = captions.batch(source.plan.items(step, rank, world))
+            pred = unet(noisy, t, encoder_hidden_states=states.to(accelerator.device),
+                        encoder_attention_mask=masks.to(accelerator.device)).sample
         loss = denoising_loss(pred, target, alphas[t], config)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -221,9 +281,26 @@ def train_denoiser(config: DenoiserConfig, data: ImageFolder, vq: Any, model_dir
     if accelerator.is_main_process:
         write_pipeline_folder(model_dir, model, scheduler_config(config), latent_scale, config)
         if data.heldout:
-            summary["heldout_loss"] = heldout_loss(model, vq, data, config, latent_scale)
+            summary["heldout_loss"] = heldout_loss(model, vq, data, config, latent_scale, text)
     accelerator.wait_for_everyone()
     return TrainResult(model=model, history=log.entries(), summary=summary)
+
+
+def _caption_source(data: ImageFolder, text: Any, config: DenoiserConfig) -> CaptionSource | None:
+    if not config.cross_attention_dim:
+        if text is not None:
+            raise ValueError("a text encoder was given but cross_attention_dim is 0 (an unconditional denoiser)")
+        return None
+    if text is None:
+        raise ValueError(f"cross_attention_dim is {config.cross_attention_dim}: a text encoder is needed")
+    width = int(text.text_encoder.config.hidden_size)
+    if width != config.cross_attention_dim:
+        raise ValueError(f"cross_attention_dim is {config.cross_attention_dim} but the text encoder's width is "
+                         f"{width}; set cross_attention_dim to {width}")
+    if not any(n in data.captions for n in data.train):
+        raise ValueError(f"no training image of {data.root} has captions: a text denoiser needs captions.json "
+                         "beside the images (tools/emoji_captions.py writes it for the emoji set)")
+    return CaptionSource(data, text, config)
 
 
 def training_target(z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
@@ -257,7 +334,7 @@ def write_pipeline_folder(folder: Path, unet: Any, sched: dict[str, Any], latent
     unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
     scheduler: Any = DDPMScheduler(**sched)
     scheduler.save_pretrained(str(folder / "scheduler"))
-    index = {"_class_name": "GenArtLatentDiffusion", "unet": ["diffusers", "UNet2DModel"],
+    index = {"_class_name": "GenArtLatentDiffusion", "unet": ["diffusers", type(unet).__name__],
              "scheduler": ["diffusers", "DDPMScheduler"]}
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (folder / TRAINING_FILE).write_text(json.dumps({"latent_scale": latent_scale, "config": config_dict(config)},
@@ -267,7 +344,7 @@ def write_pipeline_folder(folder: Path, unet: Any, sched: dict[str, Any], latent
 
 @torch.no_grad()
 def heldout_loss(unet: Any, vq: Any, data: ImageFolder, config: DenoiserConfig, latent_scale: float,
-                 count: int = 512) -> float:
+                 text: Any = None, count: int = 512) -> float:
     """Mean training loss (with the run's weighting) on held-out latents at seeded timesteps and noise:
     a fixed yardstick for runs with the same settings."""
     from diffusers import DDPMScheduler
@@ -278,7 +355,14 @@ def heldout_loss(unet: Any, vq: Any, data: ImageFolder, config: DenoiserConfig, 
     noise = torch.randn(z0.shape, generator=gen)
     t = torch.randint(0, config.num_train_timesteps, (len(z0),), generator=gen)
     device = next(unet.parameters()).device
-    pred = unet(scheduler.add_noise(z0, noise, t).to(device), t.to(device)).sample.cpu()
+    kwargs = {}
+    if text is not None:  # each image's first caption
+        from .text import MASKED_MAX_TOKENS, encode_texts
+
+        names = data.files("heldout")[:count]
+        states, mask = encode_texts(text, [(data.captions.get(n) or ("",))[0] for n in names], MASKED_MAX_TOKENS)
+        kwargs = {"encoder_hidden_states": states.to(device), "encoder_attention_mask": mask.to(device)}
+    pred = unet(scheduler.add_noise(z0, noise, t).to(device), t.to(device), **kwargs).sample.cpu()
     alpha_bar = scheduler.alphas_cumprod[t]
     return float(denoising_loss(pred, training_target(z0, noise, alpha_bar, config.prediction_type), alpha_bar,
                                 config))

@@ -62,6 +62,15 @@ class Guidance:
     hidden_states: torch.Tensor | None  # [B, tokens, dim] or [2B, ...] (uncond then cond) when guided
     guided: bool
     cfg: float
+    attention_mask: torch.Tensor | None = None  # [B or 2B, tokens], 1 = token, 0 = padding (masked encoders)
+
+    def model_kwargs(self) -> dict[str, torch.Tensor]:
+        """What the denoiser call takes besides the latent and timestep."""
+        if self.hidden_states is None:
+            return {}
+        if self.attention_mask is None:
+            return {"encoder_hidden_states": self.hidden_states}
+        return {"encoder_hidden_states": self.hidden_states, "encoder_attention_mask": self.attention_mask}
 
 
 _ACCEPTS_GENERATOR: dict[type, bool] = {}
@@ -111,10 +120,7 @@ class Denoising:
         model_in = self.scheduler.scale_model_input(x, t)
         if guidance.guided:
             model_in = torch.cat([model_in] * 2)
-        if guidance.hidden_states is None:
-            out = model(model_in, t, return_dict=False)[0]
-        else:
-            out = model(model_in, t, encoder_hidden_states=guidance.hidden_states, return_dict=False)[0]
+        out = model(model_in, t, **guidance.model_kwargs(), return_dict=False)[0]
         if guidance.guided:
             out_uncond, out_cond = out.chunk(2)
             out = out_uncond + guidance.cfg * (out_cond - out_uncond)
@@ -170,8 +176,8 @@ def denoiser_input(latent: Any, denoiser: DenoiserHandle) -> torch.Tensor:
 def _batch(embeddings: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     if embeddings.shape[0] == batch:
         return embeddings
-    if embeddings.shape[0] == 1:
-        return embeddings.repeat(batch, 1, 1)  # as StableDiffusionPipeline repeats per image
+    if embeddings.shape[0] == 1:  # as StableDiffusionPipeline repeats per image
+        return embeddings.repeat(batch, *[1] * (embeddings.ndim - 1))
     raise ValueError(
         f"input 'conditioning' holds {embeddings.shape[0]} {what} embeddings for a latent batch of {batch}; "
         "give one prompt (used for every item) or one per item")
@@ -198,14 +204,33 @@ def prepare_guidance(denoiser: DenoiserHandle, conditioning: Conditioning | None
             f"cross_attention_dim is {config.cross_attention_dim}; use the text encoder it was trained with")
     device, dtype = denoiser.device, denoiser.dtype
     cond = _batch(conditioning.cond.to(device=device, dtype=dtype), batch, "prompt")
+    cond_mask = _mask(conditioning.cond_mask, conditioning.cond, batch, device, "prompt")
     if cfg == 1.0:
-        return Guidance(cond, False, cfg)
+        return Guidance(cond, False, cfg, cond_mask)
     if conditioning.uncond is None:
         raise ValueError(
             f"input 'cfg' = {cfg} needs negative-prompt embeddings, but 'conditioning' has none; set cfg to 1.0 "
             "or make the conditioning with GenArt Encode Text (it always encodes the negative prompt)")
     uncond = _batch(conditioning.uncond.to(device=device, dtype=dtype), batch, "negative-prompt")
-    return Guidance(torch.cat([uncond, cond]), True, cfg)
+    uncond_mask = _mask(conditioning.uncond_mask, conditioning.uncond, batch, device, "negative-prompt")
+    if cond.shape[1] != uncond.shape[1]:
+        raise ValueError(f"input 'conditioning' has prompt embeddings of {cond.shape[1]} tokens and negative-prompt "
+                         f"embeddings of {uncond.shape[1]}; encode both with the same text encoder")
+    mask = None
+    if cond_mask is not None or uncond_mask is not None:
+        mask = torch.cat([uncond_mask if uncond_mask is not None else torch.ones_like(cond_mask),
+                          cond_mask if cond_mask is not None else torch.ones_like(uncond_mask)])
+    return Guidance(torch.cat([uncond, cond]), True, cfg, mask)
+
+
+def _mask(mask: torch.Tensor | None, embeddings: torch.Tensor, batch: int, device: torch.device, what: str
+          ) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if mask.shape != embeddings.shape[:2]:
+        raise ValueError(f"input 'conditioning' has a {what} attention mask of shape {tuple(mask.shape)} for "
+                         f"embeddings of shape {tuple(embeddings.shape)}; re-encode it with GenArt Encode Text")
+    return _batch(mask.to(device), batch, f"{what} mask")
 
 
 def _latent_mask(noise_mask: Any, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -102,7 +102,7 @@ class SchedulerHandle:
 
 @dataclass(eq=False)
 class TextEncoderHandle(_OnDevice):
-    """A CLIP tokenizer + text encoder (transformers). Socket GENART_TEXT_ENCODER."""
+    """A tokenizer + text encoder (transformers: CLIP, or a BERT-family AutoModel). Socket GENART_TEXT_ENCODER."""
 
     tokenizer: Any
     text_encoder: Any
@@ -118,11 +118,15 @@ class Conditioning:
     """Text conditioning for a conditional denoiser. Socket GENART_CONDITIONING.
 
     `cond`: [B, tokens, dim] prompt embeddings; `uncond`: the negative prompt's (same shape) or None
-    when no classifier-free guidance is possible.
+    when no classifier-free guidance is possible. The masks ([B, tokens], 1 = a token, 0 = padding) come
+    with encoders that use one (not CLIP); the denoiser's cross-attention then ignores the padding.
     """
 
     cond: torch.Tensor
     uncond: torch.Tensor | None = None
+    cond_mask: torch.Tensor | None = None
+    uncond_mask: torch.Tensor | None = None
+    tokens: tuple[str, ...] = ()  # the prompt's tokens (special ones included): labels of attention maps
 
 
 @dataclass(eq=False)

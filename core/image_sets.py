@@ -15,9 +15,9 @@ import torch
 
 from .autoencoders import decode_latents
 from .dataset import ImageFolder, Split
-from .denoising import Guidance, begin_denoising
+from .denoising import Guidance, begin_denoising, prepare_guidance
 from .gan_sampling import NoiseSettings, gan_chunks
-from .handles import DenoiserHandle, SchedulerHandle
+from .handles import Conditioning, DenoiserHandle, SchedulerHandle, TextEncoderHandle
 
 Progress = Callable[[int], None]  # called with the number of items just made
 
@@ -36,6 +36,9 @@ class ImageSet:
     label: str
     count: int
     _kept: list[torch.Tensor] | None = None
+    # Each item's class (a dataset split's categories; the category a prompted sample was asked for), or
+    # None: what GenArt Classifier Accuracy compares a classifier's predictions with.
+    labels: tuple[str, ...] | None = None
 
     def _make(self) -> Iterator[torch.Tensor]:
         raise NotImplementedError
@@ -124,6 +127,10 @@ class DatasetImages(ImageSet):
     def take(self, indices: Sequence[int]) -> torch.Tensor:
         return torch.stack([self.data.load(self.names[int(i)]) for i in indices])
 
+    def __post_init__(self) -> None:
+        if self.labels is None and self.names and all(n in self.data.categories for n in self.names):
+            self.labels = tuple(self.data.categories[n] for n in self.names)
+
 
 def dataset_images(data: ImageFolder, split: Split, count: int, seed: int, folder_name: str) -> DatasetImages:
     """`count` files of a split (0 = all, in file order), or a seeded random subset of that many."""
@@ -171,6 +178,47 @@ class SampledImages(ImageSet):
             denoising = begin_denoising(self.denoiser, self.scheduler, {"samples": zeros}, seed=self.seed,
                                         steps=self.steps, start=0, add_noise=True, noise={"samples": noise},
                                         start_input="steps")
+            denoising.run(self.denoiser.model, guidance, denoising.total)
+            yield decode_latents(self.decoder, denoising.samples()).cpu()
+
+
+@dataclass(eq=False)
+class PromptedImages(ImageSet):
+    """Samples of a text-conditioned denoiser, one per prompt, decoded; made per chunk on demand. Noise as in
+    SampledImages (one seeded stream, item i the same whatever the chunk); the negative prompt is empty."""
+
+    denoiser: DenoiserHandle
+    scheduler: SchedulerHandle
+    decoder: Any
+    text: TextEncoderHandle
+    prompts: tuple[str, ...]
+    steps: int
+    cfg: float
+    seed: int
+    latent_shape: tuple[int, int, int]
+    label: str
+    labels: tuple[str, ...] | None = None
+    chunk_size: int = 64
+
+    @property
+    def count(self) -> int:  # type: ignore[override]
+        return len(self.prompts)
+
+    def _make(self) -> Iterator[torch.Tensor]:
+        from .text import encode_texts, max_tokens
+
+        generator = torch.Generator().manual_seed(self.seed)
+        length = max_tokens(self.text)
+        for start in range(0, self.count, self.chunk_size):
+            prompts = list(self.prompts[start:start + self.chunk_size])
+            noise = torch.randn((len(prompts), *self.latent_shape), generator=generator)
+            cond, cond_mask = encode_texts(self.text, prompts, length)
+            uncond, uncond_mask = encode_texts(self.text, [""], length)
+            guidance = prepare_guidance(self.denoiser, Conditioning(cond, uncond, cond_mask, uncond_mask),
+                                        self.cfg, len(prompts))
+            denoising = begin_denoising(self.denoiser, self.scheduler, {"samples": torch.zeros_like(noise)},
+                                        seed=self.seed, steps=self.steps, start=0, add_noise=True,
+                                        noise={"samples": noise}, start_input="steps")
             denoising.run(self.denoiser.model, guidance, denoising.total)
             yield decode_latents(self.decoder, denoising.samples()).cpu()
 

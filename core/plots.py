@@ -135,3 +135,35 @@ def loss_curve(history: list[dict[str, float]], width: int = 640, height: int = 
         draw.text((left + 4, top + 2), f"{key} (last {values[-1]:.4g})", fill=colour, font=font)
     draw.text((48, 2), f"step {first} .. {history[-1]['step']}", fill=TEXT_COLOUR, font=font)
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+
+
+def labeled_grid(cells: torch.Tensor, columns: int, labels: list[str], cell_size: int = 96,
+                 row_labels: list[str] | None = None, padding: int = 4) -> torch.Tensor:
+    """IMAGE [N, H, W, 3] as one IMAGE grid, each cell enlarged to `cell_size` (nearest, so small latents show
+    their pixels) with its label written under it, and an optional label left of each row."""
+    n = cells.shape[0]
+    rows = -(-n // columns)
+    font = load_font(max(10, cell_size // 8))
+    text_h = max(12, cell_size // 6)
+    left = 0
+    if row_labels:
+        left = max(int(ImageDraw.Draw(PILImage.new("RGB", (1, 1))).textlength(t, font=font)) for t in row_labels) + 8
+    width = left + columns * (cell_size + padding) + padding
+    height = rows * (cell_size + text_h + padding) + padding
+    canvas = PILImage.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    big = torch.nn.functional.interpolate(cells.permute(0, 3, 1, 2).float(), size=(cell_size, cell_size),
+                                          mode="nearest").permute(0, 2, 3, 1)
+    pixels = (big.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    for i in range(n):
+        r, c = divmod(i, columns)
+        x, y = left + padding + c * (cell_size + padding), padding + r * (cell_size + text_h + padding)
+        canvas.paste(PILImage.fromarray(pixels[i][..., :3]), (x, y))
+        label = labels[i] if i < len(labels) else ""
+        while label and draw.textlength(label, font=font) > cell_size:
+            label = label[:-1]
+        draw.text((x + 2, y + cell_size + 1), label, fill=TEXT_COLOUR, font=font)
+    for r, text in enumerate(row_labels or []):
+        draw.text((4, padding + r * (cell_size + text_h + padding) + cell_size // 2), text, fill=TEXT_COLOUR,
+                  font=font)
+    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)[None]

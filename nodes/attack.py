@@ -270,12 +270,11 @@ class AttackDiffusionPGD(Node):
         clean = _images(self.image, "image", next(model.parameters()).device)
         total = int(self.scheduler.config.get("num_train_timesteps", 1000))
         t_range = (round(self.t_min * (total - 1)), round(self.t_max * (total - 1)))
-        hidden = prepare_guidance(self.denoiser, self.conditioning, 1.0, clean.shape[0]).hidden_states
-        if hidden is not None:
-            hidden = hidden.clone()
+        text = prepare_guidance(self.denoiser, self.conditioning, 1.0, clean.shape[0]).model_kwargs()
+        text = {k: v.clone() for k, v in text.items()}
         # Timesteps and noise draw from their own stream, so the random start matches the encoder attack's.
         noise_generator = torch.Generator(device="cpu").manual_seed((self.seed + 1) % (SEED_MAX + 1))
-        diffusion = DiffusionLoss(model, self.denoiser, unet, self.scheduler, t_range, hidden, noise_generator)
+        diffusion = DiffusionLoss(model, self.denoiser, unet, self.scheduler, t_range, text, noise_generator)
         encoder = None
         if self.encoder_weight > 0:
             target = target_latent(model, self.target, clean, _target_images(self.target_image, clean))

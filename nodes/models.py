@@ -34,11 +34,27 @@ from ..core.formats.schedulers import (
 )
 from ..core.formats.sd1_checkpoint import SD15_CONFIG, SD_PARTS, SHIPPED_CONFIGS, load_sd1_checkpoint
 from ..core.formats.single_file import single_file_bytes
-from ..core.formats.text_encoders import find_text_encoder, load_tokenizer
+from ..core.formats.text_encoders import (
+    MINILM_HINT,
+    MINILM_NAME,
+    encoder_type,
+    find_text_encoder,
+    load_text_encoder,
+    load_tokenizer,
+    minilm_folder,
+)
 from ..core.handles import AutoencoderHandle, DenoiserHandle, GANHandle, TextEncoderHandle, VQModelHandle
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs, Widget
-from ..graph.safety import UnsafePathError, atomic_write, confine, next_counter, output_prefix, ui_file
+from ..graph.safety import (
+    UnsafePathError,
+    atomic_write,
+    confine,
+    next_counter,
+    output_prefix,
+    register_packaged_model,
+    ui_file,
+)
 from .io import check_prefix
 from .sockets import GAN, Autoencoder, Denoiser, Scheduler, TextEncoder, VQModel
 
@@ -80,6 +96,8 @@ def model_path(ctx: RunContext, kind: str, name: str, input_name: str) -> Path:
         listed = ", ".join(there[:12]) + (f" and {len(there) - 12} more" if len(there) > 12 else "")
         hint = (" (the tiny-* test models: `python tests/tiny_models.py DIR` writes them, then --models-dir DIR)"
                 if name.startswith("tiny-") else "")
+        if kind == "text_encoders" and name == MINILM_NAME:
+            hint = f"; {MINILM_HINT}"
         raise ModelLoadError(f"{input_name} {name!r} was not found in the {kind} model folders ({roots}); "
                              f"there: {listed or 'nothing yet'}{hint}")
     return path
@@ -297,22 +315,27 @@ class LoadSchedulerConfig(Node):
 
 
 # ---------------------------------------------------------------------------------------------------
-# CLIP text encoder + tokenizer
+# Text encoder + tokenizer
+
+# The shipped text model's encoder, listed under models/text_encoders when its package is installed.
+register_packaged_model("text_encoders", MINILM_NAME, minilm_folder)
 
 
 class LoadTextEncoder(Node):
-    """Load a CLIP text encoder with its tokenizer (transformers CLIPTextModel + CLIPTokenizer)."""
+    """Load a text encoder with its tokenizer: CLIP (CLIPTextModel + CLIPTokenizer) or a BERT-family encoder
+    (AutoModel + AutoTokenizer, e.g. all-MiniLM-L6-v2: token states [B, T, 384] and their attention mask)."""
 
     CLASS_TYPE = "GenArtLoadTextEncoder"
     CATEGORY = "GenArt/models"
-    DISPLAY_NAME = "GenArt Load Text Encoder (CLIP)"
+    DISPLAY_NAME = "GenArt Load Text Encoder"
 
     class Outputs(NodeOutputs):
-        text_encoder: TextEncoder = Field(description="tokenizer + CLIPTextModel, frozen, in eval mode")
+        text_encoder: TextEncoder = Field(description="tokenizer + text encoder, frozen, in eval mode")
 
     model_name: Annotated[str, FileInput("models/text_encoders", folders=True)] = Field(
-        description="a folder with the CLIP text encoder (config.json + weights) and its tokenizer (vocab.json "
-        "+ merges.txt), or a pipeline folder with text_encoder/ and tokenizer/, inside models/text_encoders")
+        description="a folder with the text encoder (config.json + weights) and its tokenizer, or a pipeline "
+        f"folder with text_encoder/ and tokenizer/, inside models/text_encoders; '{MINILM_NAME}' is the "
+        "encoder of the shipped genart-emoji32-text model, from the optional extra 'text'")
     device: DeviceChoice = Field("auto", description=DEVICE_HELP)
     dtype: DtypeChoice = Field("auto", description=DTYPE_HELP)
 
@@ -328,18 +351,18 @@ class LoadTextEncoder(Node):
         return problems
 
     def run(self, ctx: RunContext) -> Outputs:
-        from transformers import CLIPTextModel
-
         path = model_path(ctx, "text_encoders", self.model_name, "model_name")
         encoder_dir, tokenizer_dir = find_text_encoder(path, self.model_name, "model_name")
+        model_type = encoder_type(encoder_dir, "model_name")
         with torch.inference_mode(False):
             try:
-                encoder = CLIPTextModel.from_pretrained(str(encoder_dir), local_files_only=True)
+                encoder = load_text_encoder(encoder_dir, model_type)
             except (OSError, ValueError, RuntimeError) as err:
                 raise ModelLoadError(f"model_name {self.model_name!r}: transformers could not load "
                                      f"{encoder_dir}: {err}") from err
             encoder = finish(encoder, resolve_device(self.device, ctx), resolve_dtype(self.dtype, ctx))
-        handle = TextEncoderHandle(load_tokenizer(tokenizer_dir), encoder, source=f"text_encoders/{self.model_name}")
+        handle = TextEncoderHandle(load_tokenizer(tokenizer_dir, model_type), encoder,
+                                   source=f"text_encoders/{self.model_name}")
         return self.Outputs(text_encoder=handle)
 
 

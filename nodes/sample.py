@@ -1,12 +1,14 @@
 """The sampler: N denoising steps in one node, with img2img strength, start/end steps and a trajectory."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any
 
 import torch
 from pydantic import Field
 
-from ..core.denoising import begin_denoising, no_step_message, prepare_guidance
+from ..core.denoising import Guidance, begin_denoising, no_step_message, prepare_guidance
 from ..core.noise import SEED_MAX
 from ..graph.context import RunContext
 from ..graph.node import Node, NodeOutputs, Widget
@@ -110,8 +112,12 @@ class SampleLatent(Node):
         if end <= denoising.index:
             raise ValueError(f"input 'end_step' = {end} is not after the first step to run ({denoising.index})")
         guidance = prepare_guidance(self.denoiser, self.conditioning, self.cfg, denoising.x.shape[0])
-        with ctx.progress(end - denoising.index) as bar:
-            snapshots = denoising.run(self.denoiser.model, guidance, end, self.return_trajectory_every, bar.update)
+        with ctx.progress(end - denoising.index) as bar, self.watch(denoising.index, guidance) as watcher:
+            def on_step() -> None:
+                watcher()
+                bar.update()
+
+            snapshots = denoising.run(self.denoiser.model, guidance, end, self.return_trajectory_every, on_step)
         samples = snapshots[-1] if snapshots else denoising.samples()
         latent = denoising.output(self.latent, samples)
         if snapshots:
@@ -119,4 +125,8 @@ class SampleLatent(Node):
             trajectory = {"samples": stacked.reshape(-1, *stacked.shape[2:])}
         else:
             trajectory = {"samples": samples}
-        return self.Outputs(latent=latent, trajectory=trajectory)
+        return SampleLatent.Outputs(latent=latent, trajectory=trajectory)
+
+    def watch(self, first_step: int, guidance: Guidance) -> AbstractContextManager[Callable[[], None]]:
+        """Around the steps: gives what to call after each one. A subclass records attention here."""
+        return nullcontext(lambda: None)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from ..core.attention_maps import AttentionRecord
+from ..core.classifier import ImageClassifier
 from ..core.dataset import ImageFolder
 from ..core.defenses import DefenseTransform
 from ..core.features import FeatureExtractor, FeatureSet
@@ -31,6 +33,8 @@ GAN = Annotated[GANHandle, Socket("GENART_GAN")]
 Scheduler = Annotated[SchedulerHandle, Socket("GENART_SCHEDULER")]
 TextEncoder = Annotated[TextEncoderHandle, Socket("GENART_TEXT_ENCODER")]
 ConditioningSocket = Annotated[Conditioning, Socket("GENART_CONDITIONING")]
+Attention = Annotated[AttentionRecord, Socket("GENART_ATTENTION")]
+Classifier = Annotated[ImageClassifier, Socket("GENART_CLASSIFIER")]
 Codes = Annotated[CodeMap, Socket("GENART_CODES")]
 ImageDataset = Annotated[ImageFolder, Socket("GENART_DATASET")]
 Defense = Annotated[DefenseTransform, Socket("GENART_DEFENSE")]

@@ -431,7 +431,7 @@ def test_diffusion_attack_raises_the_denoiser_loss(models):
     assert torch.equal(out.image, AttackDiffusionPGD(**kwargs).run(_ctx()).image)
     assert (out.image - image).abs().max() <= 16 / 255 + 1e-6
     loss = DiffusionLoss(autoencoders.grad_ready(models["vq"].model), models["denoiser"],
-                         autoencoders.grad_ready(models["denoiser"].model), models["scheduler"], (0, 299), None,
+                         autoencoders.grad_ready(models["denoiser"].model), models["scheduler"], (0, 299), {},
                          torch.Generator())
 
     def mean_loss(x):  # the same 8 timesteps and noises for both images

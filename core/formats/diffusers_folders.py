@@ -16,12 +16,12 @@ from .single_file import _single_file_source
 # Which of our nodes loads which diffusers class (for "use that node instead" hints).
 LOADER_FOR = {"VQModel": "GenArtLoadVQModel", "AutoencoderKL": "GenArtLoadAutoencoder",
               "UNet2DModel": "GenArtLoadDenoiser", "UNet2DConditionModel": "GenArtLoadDenoiser",
-              "GANGenerator": "GenArtLoadGAN"}
+              "GANGenerator": "GenArtLoadGAN", "ImageClassifier": "GenArtLoadClassifier"}
 
 
 # The library's own diffusers-style models (ModelMixin + ConfigMixin), found by their `_class_name` like
 # diffusers' classes are.
-GENART_CLASSES = ("GANGenerator", "GANDiscriminator")
+GENART_CLASSES = ("GANGenerator", "GANDiscriminator", "ImageClassifier")
 
 
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -75,6 +75,10 @@ def model_class(class_name: str) -> Any:
     """The class a config's `_class_name` names: one of the library's own models or a diffusers model class."""
     import diffusers
 
+    if class_name == "ImageClassifier":
+        from ..classifier import ImageClassifier
+
+        return ImageClassifier
     if class_name in GENART_CLASSES:
         from .. import gan_models
 
