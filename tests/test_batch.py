@@ -211,6 +211,7 @@ def test_batch_local_workers_match_one_process_survive_a_kill_and_resume_after_c
     resumed = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"16/16 done, 0 failed, {len(first)} done before" in resumed.stderr
+    assert resumed.stderr.count(": done in ") == 16 - len(first), "--resume ran only the items not done"
     records = manifest_lines(manifest)
     assert sorted(r["item"] for r in records) == [f"portfolio/art{i:02d}.png" for i in range(16)], \
         "every item exactly once: none ran twice, none was lost"
