@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from .dataset import ImageFolder, Split
-from .handles import DenoiserHandle, SchedulerHandle, VQModelHandle
+from .handles import DenoiserHandle, SchedulerHandle, TextEncoderHandle, VQModelHandle
 
 
 @torch.no_grad()
@@ -21,8 +21,10 @@ def reconstruction_preview(vq: Any, data: ImageFolder, count: int = 8) -> torch.
 
 @torch.no_grad()
 def sample_preview(denoiser: DenoiserHandle, vq: VQModelHandle, scheduler: SchedulerHandle, count: int,
-                   steps: int = 25) -> torch.Tensor:
-    """`count` DDIM samples decoded and laid out 8 per row: IMAGE [1, rows*H, 8*W, 3]."""
+                   steps: int = 25, text: TextEncoderHandle | None = None, prompts: list[str] | None = None
+                   ) -> torch.Tensor:
+    """`count` DDIM samples decoded and laid out 8 per row: IMAGE [1, rows*H, 8*W, 3]; a text-conditioned
+    denoiser gets `prompts` through `text` (no guidance)."""
     from diffusers import DDIMScheduler
 
     unet = denoiser.model
@@ -30,8 +32,16 @@ def sample_preview(denoiser: DenoiserHandle, vq: VQModelHandle, scheduler: Sched
     sched.set_timesteps(steps)
     size, channels = int(unet.config.sample_size), int(unet.config.in_channels)
     x = torch.randn(count, channels, size, size, generator=torch.Generator().manual_seed(0)).to(denoiser.device)
+    kwargs = {}
+    if text is not None:
+        from .text import encode_texts, max_tokens
+
+        states, mask = encode_texts(text, list(prompts or [""] * count), max_tokens(text))
+        kwargs = {"encoder_hidden_states": states.to(denoiser.device)}
+        if mask is not None:
+            kwargs["encoder_attention_mask"] = mask.to(denoiser.device)
     for t in sched.timesteps:
-        x = sched.step(unet(x, t).sample, t, x).prev_sample
+        x = sched.step(unet(x, t, **kwargs).sample, t, x).prev_sample
     z = (x / denoiser.latent_scale).to(vq.device, vq.dtype)
     return rows_of_eight((vq.model.decode(z).sample / 2 + 0.5).clamp(0, 1).float().cpu())
 

@@ -30,7 +30,7 @@ from ..graph.node import FileInput, Node, NodeOutputs, Widget
 from ..graph.safety import MAX_BATCH, MAX_RESOLUTION, UnsafePathError, output_prefix
 from ..graph.types import Image, IntSocket, StringSocket, nchw_to_image
 from .io import check_prefix, save_images
-from .sockets import GAN, Denoiser, ImageDataset, Scheduler, VQModel
+from .sockets import GAN, Denoiser, ImageDataset, Scheduler, TextEncoder, VQModel
 
 MAX_TRAIN_STEPS = 1_000_000
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
@@ -362,6 +362,12 @@ class TrainDenoiser(Node):
     tensorboard: bool = Field(False, description="also write the logged losses as TensorBoard event files in "
                               "<prefix>-checkpoints/tensorboard/ (with each checkpoint; needs the optional "
                               "'tensorboard' package: pip install comfyui-genart[tensorboard])")
+    text_encoder: TextEncoder | None = Field(None, description="train a text-conditioned denoiser "
+                                             "(UNet2DConditionModel, cross-attention at the attention levels) on the "
+                                             "dataset's captions.json, read by this frozen encoder (BERT family, e.g. "
+                                             "all-MiniLM-L6-v2); unconnected: unconditional")
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0, description="with a text encoder: share of images shown "
+                                   "with the empty caption, so classifier-free guidance has an unconditional model")
     preview_samples: int = Field(16, ge=0, le=MAX_BATCH, description="samples drawn (DDIM, 25 steps, seed 0) and "
                                  "decoded for the preview at the end; 0 = none")
 
@@ -390,12 +396,15 @@ class TrainDenoiser(Node):
             grad_clip=self.grad_clip,
             ema_decay=self.ema_decay, batch_size=self.batch_size, steps=self.steps, seed=self.seed,
             checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
-            cache_latents=self.cache_latents, vq_source=self.vqmodel.source)
+            cache_latents=self.cache_latents, vq_source=self.vqmodel.source,
+            cross_attention_dim=int(self.text_encoder.text_encoder.config.hidden_size) if self.text_encoder else 0,
+            caption_dropout=self.caption_dropout,
+            text_encoder=self.text_encoder.source if self.text_encoder else "")
         model_dir, checkpoint_dir = run_folders(ctx, self.filename_prefix)
         with ctx.progress(config.steps) as bar:
             result = train_denoiser(config, self.dataset, self.vqmodel.model, model_dir, checkpoint_dir, ctx.device,
                                     progress_callback(bar, ("loss",)),
-                                    tensorboard_folder(self.tensorboard, checkpoint_dir))
+                                    tensorboard_folder(self.tensorboard, checkpoint_dir), text=self.text_encoder)
         scale = float(result.summary["latent_scale"])
         summary = json.dumps({**result.summary, "model": str(model_dir)})
         ctx.ui["text"] = [summary]
@@ -403,10 +412,17 @@ class TrainDenoiser(Node):
                                   prediction_type=config.prediction_type)
         scheduler = SchedulerHandle("DDPMScheduler", scheduler_config(config))
         curve = loss_curve(result.history)
-        shown = [sample_preview(denoiser, self.vqmodel, scheduler, self.preview_samples)] if self.preview_samples \
-            else []
+        prompts = preview_prompts(self.dataset, self.preview_samples) if self.text_encoder else None
+        shown = [sample_preview(denoiser, self.vqmodel, scheduler, self.preview_samples, text=self.text_encoder,
+                                prompts=prompts)] if self.preview_samples else []
         _preview(ctx, [*shown, curve], "GenArt_denoiser_preview")
         return self.Outputs(denoiser=denoiser, scheduler=scheduler, summary=summary, loss_curve=curve)
+
+
+def preview_prompts(data: Any, count: int) -> list[str]:
+    """The first caption of the first `count` held-out images (else training images), for a text preview."""
+    names = [n for n in (*data.heldout, *data.train) if n in data.captions][:count]
+    return [data.captions[n][0] for n in names] + [""] * (count - len(names))
 
 
 class TrainGAN(Node):

