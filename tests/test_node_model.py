@@ -152,7 +152,7 @@ def test_node_input_named_prompt_is_not_shadowed_by_comfyui_hidden_input(pack):
     handle.text_encoder.config = type("C", (), {"max_position_embeddings": 8})()
     with pytest.raises(RuntimeError, match="stop after tokenizing"):
         v1().execute(text_encoder=handle, prompt="a red cat", negative_prompt="", **hidden)
-    assert seen["texts"] == ["a red cat"]
+    assert seen["texts"] == [["a red cat"]]  # prompts are tokenized as a batch
 
 
 def test_node_reserved_input_names_refused(pack):
