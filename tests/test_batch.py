@@ -164,7 +164,7 @@ def test_batch_failing_item_is_recorded_and_resume_retries_only_it(tmp_path, pac
 
 def test_batch_local_workers_match_one_process_survive_a_kill_and_resume_after_ctrl_c(tmp_path, reference):
     """--workers 2 as a subprocess: one worker is killed mid-item (its item runs again on the other, once), then
-    Ctrl-C halfway; --resume finishes. Every item ends in the manifest exactly once, the outputs equal the
+    Ctrl-C partway; --resume finishes. Every item ends in the manifest exactly once, the outputs equal the
     one-process run's byte for byte, and no partial file is left at any point."""
     ref_root, ref_files = reference
     work = tmp_path / "work"
@@ -194,7 +194,8 @@ def test_batch_local_workers_match_one_process_survive_a_kill_and_resume_after_c
     # The worker that holds an item now: its pid is in its "ready" line.
     pids = {line.split()[1]: int(line.rsplit("pid ", 1)[1].rstrip(")\n")) for line in stderr if " ready (pid " in line}
     os.kill(pids["1"], signal.SIGKILL)
-    wait_for(lambda: done_count() >= 8, "eight items")
+    # Ctrl-C early (a quarter done): on a busy machine this test may look late, and the batch must still be running.
+    wait_for(lambda: done_count() >= 4, "four items")
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     reader.join(timeout=10)
@@ -202,7 +203,7 @@ def test_batch_local_workers_match_one_process_survive_a_kill_and_resume_after_c
     assert proc.returncode == 1 and "interrupted" in text and "--resume" in text, text[-3000:]
     assert "will run again (worker process 1 (pid" in text, "the killed worker's item went back to the queue"
     first = manifest_lines(manifest)
-    assert 8 <= len(first) < 16, "Ctrl-C came halfway"
+    assert 4 <= len(first) < 16, "Ctrl-C came before the end"
     assert all(r["status"] == "done" for r in first)
     listed = {rel for r in first for rel in r["outputs"]}
     assert set(tree(out)) == listed, "only the outputs of finished items are in the output folder"
