@@ -194,8 +194,9 @@ def test_batch_local_workers_match_one_process_survive_a_kill_and_resume_after_c
     # The worker that holds an item now: its pid is in its "ready" line.
     pids = {line.split()[1]: int(line.rsplit("pid ", 1)[1].rstrip(")\n")) for line in stderr if " ready (pid " in line}
     os.kill(pids["1"], signal.SIGKILL)
-    # Ctrl-C early (a quarter done): on a busy machine this test may look late, and the batch must still be running.
-    wait_for(lambda: done_count() >= 4, "four items")
+    # Ctrl-C as soon as the kill was seen and a third item is done: the other worker runs an item in 0.3 s, so a
+    # later Ctrl-C could come after the batch ended on a busy machine.
+    wait_for(lambda: "will run again" in "".join(stderr) and done_count() >= 3, "the retry and a third item")
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     reader.join(timeout=10)
@@ -203,7 +204,7 @@ def test_batch_local_workers_match_one_process_survive_a_kill_and_resume_after_c
     assert proc.returncode == 1 and "interrupted" in text and "--resume" in text, text[-3000:]
     assert "will run again (worker process 1 (pid" in text, "the killed worker's item went back to the queue"
     first = manifest_lines(manifest)
-    assert 4 <= len(first) < 16, "Ctrl-C came before the end"
+    assert 3 <= len(first) < 16, "Ctrl-C came before the end"
     assert all(r["status"] == "done" for r in first)
     listed = {rel for r in first for rel in r["outputs"]}
     assert set(tree(out)) == listed, "only the outputs of finished items are in the output folder"
