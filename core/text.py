@@ -23,9 +23,8 @@ MASKED_MAX_TOKENS = 64
 def uses_attention_mask(handle: TextEncoderHandle) -> bool:
     """Whether the encoder (and a denoiser trained on it) reads an attention mask: every family but CLIP,
     unless the CLIP config asks for one."""
-    config = handle.text_encoder.config
-    if getattr(config, "model_type", "") in ("clip_text_model", "clip"):
-        return bool(getattr(config, "use_attention_mask", False))
+    if _is_clip(handle):
+        return bool(getattr(handle.text_encoder.config, "use_attention_mask", False))
     return True
 
 
@@ -35,7 +34,7 @@ def max_tokens(handle: TextEncoderHandle) -> int:
     MASKED_MAX_TOKENS for masked encoders."""
     positions = int(handle.text_encoder.config.max_position_embeddings)
     limit = min(int(handle.tokenizer.model_max_length), positions)
-    if uses_attention_mask(handle) and not _is_clip(handle):
+    if not _is_clip(handle):
         limit = min(limit, MASKED_MAX_TOKENS)
     return limit
 
