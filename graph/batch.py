@@ -662,7 +662,7 @@ def batch_main(args: Any) -> int:
     try:
         with pool:
             result = pool.run(batch, resume=args.resume, on_event=show)
-    except BatchError as err:
+    except (BatchError, ConnectionError) as err:  # ConnectionError: no cluster at the --ray address
         return _fail(str(err), EXIT_RUNTIME)
     except KeyboardInterrupt:
         records = Manifest(manifest_file(output_dir, batch)).read()

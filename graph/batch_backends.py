@@ -463,6 +463,20 @@ def _ray_worker_class(ray: Any) -> Any:
     return ray.remote(GenArtBatchWorker)
 
 
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on a cluster address nobody answers at: ray.init would retry for minutes before giving up."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not HOST:PORT: let Ray read it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"--ray {address}: no Ray cluster answers there ({err}); start one with "
+                           f"'ray start --head --port {port}' on that machine, or use --ray local") from err
+
+
 class RayBackend:
     """Ray actors, one item at a time each. `address`: a cluster's address, 'auto' (the cluster Ray finds:
     RAY_ADDRESS or one started with `ray start` on this machine; a local Ray just for this batch if none runs),
@@ -502,6 +516,7 @@ class RayBackend:
                     print("ray: no running cluster found; starting a local one for this batch", file=sys.stderr)
                     ray.init(**options, **local)
             else:
+                check_reachable(self.address)
                 ray.init(address=self.address, **options)
             self.connected_here = True
         cpus = self.config.threads or 1

@@ -337,3 +337,20 @@ def test_batch_ray_cluster_matches_one_process_and_survives_a_killed_worker(tmp_
     nodes = {name.rsplit(" ", 1)[1] for name in seen["ready"]}
     assert len(nodes) == 2, f"one actor on each node: {seen['ready']}"
     assert tree(tmp_path / "output") == ref_files
+
+
+def test_batch_ray_address_nobody_answers_fails_fast(tmp_path, capsys, pack):
+    """A cluster address with nothing listening: a clear error in seconds (ray.init alone retries for minutes),
+    exit 1, and no output folder or manifest left behind."""
+    pytest.importorskip("ray")
+    from comfyui_genart.graph.cli import main
+
+    make_images(tmp_path / "input" / "portfolio", count=2)
+    port = free_port()  # bound and closed again: nothing listens there
+    started = time.monotonic()
+    code = main([str(PROTECT), "--input-dir", str(tmp_path / "input"), "--for-each", FOR_EACH,
+                 "--output-dir", str(tmp_path / "out"), "--ray", f"127.0.0.1:{port}"])
+    assert code == 1 and time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert f"--ray 127.0.0.1:{port}: no Ray cluster answers there" in err and "ray start --head" in err
+    assert not list((tmp_path / "out").rglob("*.batch.*"))
