@@ -1,14 +1,16 @@
 """Full-size SD 1.5 on the CPU: GenArt's graph vs the diffusers pipeline vs ComfyUI's KSampler (when a ComfyUI is
 given), txt2img, euler, cfg 7.5, on a seeded random SD 1.5 built from the shipped config (never committed).
 
-    python bench/sd15_cpu.py [--sizes 256 512] [--steps 4] [--comfyui /path/to/ComfyUI]
+    python bench/sd15_cpu.py [--sizes 256 512] [--steps 4] [--repeats 2] [--comfyui /path/to/ComfyUI]
 
-Each measurement runs in its own process (peak RSS = that process's ru_maxrss): loading the checkpoint (seconds,
-peak RSS / file size), then per size and side the seconds per step (the sampler's time / steps, model already
-loaded) and the peak RSS of the whole run (load, text encoding, sampling, VAE decode). Ratios are printed
-against the diffusers pipeline, measured in the same run. ComfyUI runs under its own interpreter
-(GENART_COMFYUI_PYTHON, default <dir>/.venv/bin/python), GenArt and diffusers under this one: compare torch
-versions before reading the ComfyUI ratio.
+Each measurement runs in its own process (peak RSS = that process's ru_maxrss): loading the checkpoint at the
+file's precision and in float32 (seconds, peak RSS / file size and / the bytes of weights it ends up holding:
+an fp16 file upcast to float32 holds twice the file), then per size and side the seconds per step (the
+sampler's time / steps, model already loaded) and the peak RSS of the whole run (load, text encoding, sampling,
+VAE decode). Ratios are printed against the diffusers pipeline, measured in the same run. ComfyUI runs under its
+own interpreter (GENART_COMFYUI_PYTHON, default <dir>/.venv/bin/python), GenArt and diffusers under this one:
+compare the torch versions printed before reading the ComfyUI ratio, or run this script with ComfyUI's
+interpreter (it needs the pack's requirements there, as inside ComfyUI) so all three sides share one torch.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +26,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from graph.run import load_pack  # noqa: E402  (the pack as comfyui_genart, installed or not)
+
+load_pack()
 PROMPT, NEGATIVE, SEED, CFG = "beautiful scenery nature glass bottle landscape", "text, watermark", 1, 7.5
 
 
@@ -30,14 +37,22 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path, dtype_name: str) -> dict:
+    import diffusers  # noqa: F401  (imported before the baseline: the loader needs them)
     import torch
+    import transformers  # noqa: F401
 
     from comfyui_genart.core.formats.sd1_checkpoint import SD15_CONFIG, SHIPPED_CONFIGS, load_sd1_checkpoint
 
+    base = _peak_rss_gb()  # the interpreter with torch, diffusers and transformers imported
     t = time.perf_counter()
-    load_sd1_checkpoint(path, path.name, SHIPPED_CONFIGS / SD15_CONFIG, False, torch.device("cpu"), torch.float32)
-    return {"seconds": time.perf_counter() - t, "peak_rss_gb": _peak_rss_gb(), "file_gb": path.stat().st_size / 1e9}
+    models = load_sd1_checkpoint(path, path.name, SHIPPED_CONFIGS / SD15_CONFIG, False, torch.device("cpu"),
+                                 getattr(torch, dtype_name))
+    seconds = time.perf_counter() - t
+    held = sum(p.numel() * p.element_size() for m in (models.unet, models.vae, models.text_encoder)
+               for p in m.state_dict().values())
+    return {"seconds": seconds, "peak_rss_gb": _peak_rss_gb(), "file_gb": path.stat().st_size / 1e9,
+            "model_gb": held / 1e9, "base_rss_gb": base}
 
 
 def _genart(path: Path, size: int, steps: int) -> dict:
@@ -113,8 +128,9 @@ with torch.inference_mode():
     out = nodes.KSampler().sample(model, SEED, STEPS, CFG, "euler", "normal", pos, neg, lat)[0]
     sampling = time.perf_counter() - t
     nodes.VAEDecode().decode(vae, out)
-print(json.dumps({"s_per_step": sampling / STEPS, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                  / 1e6, "load_seconds": load, "load_peak_rss_gb": load_rss}))
+print(json.dumps({"torch": torch.__version__, "s_per_step": sampling / STEPS,
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                  "load_seconds": load, "load_peak_rss_gb": load_rss}))
 """
 
 
@@ -128,9 +144,9 @@ def _comfyui(comfy: Path, path: Path, size: int, steps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _child(kind: str, path: Path, size: int, steps: int) -> dict:
+def _child(kind: str, path: Path, size: int, steps: int, dtype: str = "float32") -> dict:
     done = subprocess.run([sys.executable, __file__, "--one", kind, "--checkpoint", str(path), "--sizes", str(size),
-                           "--steps", str(steps)], capture_output=True, text=True, cwd=REPO)
+                           "--steps", str(steps), "--dtype", dtype], capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -138,15 +154,17 @@ def _child(kind: str, path: Path, size: int, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512], help="none: the load only")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side and size, alternating (median)")
     parser.add_argument("--comfyui", type=Path, default=os.environ.get("GENART_COMFYUI_DIR"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: build/reuse the random SD 1.5")
     parser.add_argument("--one", choices=["load", "genart", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         size = args.sizes[0]
-        result = (_load(args.checkpoint) if args.one == "load" else
+        result = (_load(args.checkpoint, args.dtype) if args.one == "load" else
                   _genart(args.checkpoint, size, args.steps) if args.one == "genart" else
                   _diffusers(args.checkpoint, size, args.steps))
         print(json.dumps(result))
@@ -161,23 +179,38 @@ def main() -> None:
                                                 / "v1-5-random-seed0-fp16.safetensors")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; checkpoint {path} "
           f"({path.stat().st_size / 1e9:.2f} GB, random weights)")
-    load = _child("load", path, 0, args.steps)
-    print(f"load: {load['seconds']:.1f} s, peak RSS {load['peak_rss_gb']:.2f} GB = "
-          f"{load['peak_rss_gb'] / load['file_gb']:.2f}x the file")
+    file_dtype = "float16" if "fp16" in path.name else "float32"
+    for dtype in dict.fromkeys([file_dtype, "float32"]):  # the file's own precision, then what the CPU runs
+        load = _child("load", path, 0, args.steps, dtype)
+        added = load["peak_rss_gb"] - load["base_rss_gb"]
+        print(f"load as {dtype}: {load['seconds']:.1f} s, peak RSS {load['peak_rss_gb']:.2f} GB = "
+              f"{load['peak_rss_gb'] / load['file_gb']:.2f}x the file; loading added {added:.2f} GB to the "
+              f"{load['base_rss_gb']:.2f} GB before it = {added / load['file_gb']:.2f}x the file, "
+              f"{added / load['model_gb']:.2f}x the {load['model_gb']:.2f} GB of weights it holds")
+    sides = {"diffusers": lambda size: _child("diffusers", path, size, args.steps),
+             "genart": lambda size: _child("genart", path, size, args.steps)}
+    if args.comfyui:
+        sides["comfyui"] = lambda size: _comfyui(args.comfyui, path, size, args.steps)
     for size in args.sizes:
-        rows = {"diffusers": _child("diffusers", path, size, args.steps),
-                "genart": _child("genart", path, size, args.steps)}
-        if args.comfyui:
-            rows["comfyui"] = _comfyui(args.comfyui, path, size, args.steps)
+        runs: dict[str, list[dict]] = {name: [] for name in sides}
+        for repeat in range(args.repeats):  # the order turns each round: no side always runs first
+            names = list(sides)[repeat % len(sides):] + list(sides)[:repeat % len(sides)]
+            for name in names:
+                runs[name].append(sides[name](size))
+        rows = {name: {**found[0], "s_per_step": statistics.median(r["s_per_step"] for r in found),
+                       "all": [r["s_per_step"] for r in found],
+                       "peak_rss_gb": max(r["peak_rss_gb"] for r in found)} for name, found in runs.items()}
         ref = rows["diffusers"]
-        print(f"{size}x{size}, euler, {args.steps} steps, cfg {CFG}:")
+        print(f"{size}x{size}, euler, {args.steps} steps, cfg {CFG} (median of {args.repeats} runs per side):")
         for name, row in rows.items():
             print(f"  {name:9s} {row['s_per_step']:6.2f} s/step ({row['s_per_step'] / ref['s_per_step']:.3f}x "
-                  f"diffusers), peak RSS {row['peak_rss_gb']:.2f} GB ({row['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x)")
+                  f"diffusers; runs {', '.join(f'{v:.2f}' for v in row['all'])}), peak RSS "
+                  f"{row['peak_rss_gb']:.2f} GB ({row['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x)")
         if "comfyui" in rows:
             c, g = rows["comfyui"], rows["genart"]
             print(f"  GenArt vs ComfyUI: {c['s_per_step'] / g['s_per_step']:.2f}x faster per step, "
-                  f"{c['peak_rss_gb'] / g['peak_rss_gb']:.2f}x less peak RSS; ComfyUI load {c['load_seconds']:.1f} s")
+                  f"{c['peak_rss_gb'] / g['peak_rss_gb']:.2f}x less peak RSS; ComfyUI load {c['load_seconds']:.1f} s "
+                  f"(peak RSS {c['load_peak_rss_gb']:.2f} GB), ComfyUI's torch {c['torch']}")
 
 
 if __name__ == "__main__":

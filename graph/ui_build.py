@@ -53,14 +53,14 @@ def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, dict[str, Any
     for node_id in nx.topological_sort(graph):
         depth[node_id] = 1 + max((depth[p] for p in graph.predecessors(node_id)), default=-1)
     nodes: dict[str, dict[str, Any]] = {}
-    rows: dict[int, int] = {}
+    column_bottom: dict[int, int] = {}  # nodes stack down their column by their height, never overlapping
     for order, node_id in enumerate(sorted(prompt, key=lambda n: (depth[n], int(n)))):
         node = prompt[node_id]
         info = object_info[node["class_type"]]
-        row = rows.get(depth[node_id], 0)
-        rows[depth[node_id]] = row + 1
         inputs, widgets = [], []
+        tall = 0  # what the frontend draws below the widgets: text boxes, image previews
         for name, typ, opts in _entries(info):
+            tall += 80 if typ == "STRING" and opts.get("multiline") else 220 if opts.get("image_upload") else 0
             value = node["inputs"].get(name)
             if _is_widget(typ, opts):
                 if value is None or is_link(value):
@@ -74,10 +74,14 @@ def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, dict[str, Any
         names = info.get("output_name", info["output"])
         outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
                    for i, (n, t) in enumerate(zip(names, info["output"], strict=True))]
+        sockets = sum(1 for inp in inputs if "widget" not in inp)
+        height = 40 + 24 * (max(sockets, len(outputs)) + len(widgets)) + tall
+        top = column_bottom.get(depth[node_id], 40)
+        column_bottom[depth[node_id]] = top + height + 60  # the next title bar starts below this node
         ui: dict[str, Any] = {
             "id": int(node_id), "type": node["class_type"],
-            "pos": [40 + 340 * depth[node_id], 40 + 260 * row],
-            "size": [300, 60 + 26 * (len(widgets) + len(inputs))],
+            "pos": [40 + 340 * depth[node_id], top],
+            "size": [300, height],
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
         }

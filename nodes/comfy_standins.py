@@ -1,6 +1,6 @@
 """Headless stand-ins for ComfyUI's own core nodes: LoadImage, SaveImage, PreviewImage and the default
 text-to-image / img2img workflow's CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler, VAEDecode,
-VAEEncode.
+VAEEncode, ImageScaleToTotalPixels.
 
 They take ComfyUI's class names and inputs so that workflows built in ComfyUI with its core nodes run
 headless. They are never registered inside ComfyUI, where the real ones exist. Headless, MODEL carries a
@@ -10,10 +10,13 @@ ComfyUI's semantics the sampler matches is written in core/ksampling.py and core
 """
 from __future__ import annotations
 
+import math
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image as PILImage
 from pydantic import Field
 
@@ -29,7 +32,7 @@ from ..core.latents import batch_index_of, latent_samples
 from ..core.noise import SEED_MAX, prepare_noise
 from ..graph.context import RunContext
 from ..graph.node import FileInput, Node, NodeOutputs, Widget
-from ..graph.safety import MAX_STEPS
+from ..graph.safety import MAX_PIXELS, MAX_STEPS
 from ..graph.types import Image, Latent, Mask, image_to_nchw, nchw_to_image
 from .io import IMAGE_EXTENSIONS, check_image_file, check_prefix, save_images
 from .sockets import ComfyClip, ComfyConditioning, ComfyModel, ComfyVAE
@@ -288,3 +291,39 @@ class ComfyVAEEncode(Node):
         x = x[:, :, top:top + h, left:left + w]
         z = handle.model.encode((x * 2.0 - 1.0).to(device=handle.device, dtype=handle.dtype)).latent_dist.mode()
         return self.Outputs(LATENT={"samples": z.float().cpu()})
+
+
+class ComfyImageScaleToTotalPixels(Node):
+    """Scale Image to Total Pixels (headless stand-in for ComfyUI's ImageScaleToTotalPixels, which the img2img
+    template uses): the aspect ratio kept, width and height rounded, as ComfyUI's common_upscale does it (no
+    antialiasing, no clamping; lanczos through 8-bit PIL images)."""
+
+    CLASS_TYPE = "ImageScaleToTotalPixels"
+    CATEGORY = "image/upscaling"
+    DISPLAY_NAME = "Scale Image to Total Pixels"
+    HEADLESS_ONLY = True
+
+    class Outputs(NodeOutputs):
+        IMAGE: Image = Field(description="The scaled images.")
+
+    image: Image = Field(description="The images to scale.")
+    upscale_method: Literal["nearest-exact", "bilinear", "area", "bicubic", "lanczos"] = Field(
+        "nearest-exact", description="The interpolation.")
+    megapixels: Annotated[float, Widget(step=0.01)] = Field(
+        1.0, ge=0.01, le=16.0, description="The number of pixels of the result, in units of 1024 x 1024.")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        x = image_to_nchw(self.image, "image")
+        scale = math.sqrt(int(self.megapixels * 1024 * 1024) / (x.shape[3] * x.shape[2]))
+        width, height = round(x.shape[3] * scale), round(x.shape[2] * scale)
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"megapixels {self.megapixels}: {width}x{height} exceeds the limit of {MAX_PIXELS} "
+                             "pixels per image")
+        if self.upscale_method == "lanczos":
+            frames = [PILImage.fromarray(np.clip(255.0 * frame.permute(1, 2, 0).numpy(), 0, 255).astype(np.uint8))
+                      .resize((width, height), resample=PILImage.Resampling.LANCZOS) for frame in x]
+            y = torch.stack([torch.from_numpy(np.asarray(f).astype(np.float32) / 255.0).permute(2, 0, 1)
+                             for f in frames])
+        else:
+            y = F.interpolate(x, size=(height, width), mode=self.upscale_method)
+        return self.Outputs(IMAGE=nchw_to_image(y))

@@ -201,6 +201,55 @@ def test_standin_img2img_keeps_the_image_at_low_denoise(sd_paths):
     assert (end - start).abs().mean() < (full - start).abs().mean()
 
 
+def test_standin_scale_to_total_pixels_keeps_the_aspect_as_comfyui(sd_paths):
+    """ImageScaleToTotalPixels (the img2img template's): sqrt(int(MP * 2^20) / (w * h)) per side, rounded; lanczos
+    goes through 8-bit images as ComfyUI's does, the others are plain interpolation (no antialias, no clamp)."""
+    import torch.nn.functional as F
+
+    from comfyui_genart.nodes.comfy_standins import ComfyImageScaleToTotalPixels
+
+    x = torch.rand(1, 48, 96, 3)
+
+    def scale(method: str) -> torch.Tensor:
+        node = ComfyImageScaleToTotalPixels(image=x, upscale_method=method, megapixels=0.01)
+        return node.run(None).IMAGE
+
+    assert scale("bicubic").shape == (1, 72, 145, 3)  # 10485 pixels asked: 145 x 72 = 10440
+    expected = F.interpolate(x.permute(0, 3, 1, 2), size=(72, 145), mode="bicubic").permute(0, 2, 3, 1)
+    assert torch.equal(scale("bicubic"), expected)
+    lanczos = scale("lanczos")
+    assert torch.equal(lanczos, torch.round(lanczos * 255) / 255) and lanczos.shape == (1, 72, 145, 3)
+
+
+def test_protect_your_checkpoint_workflow_runs_headless_on_an_sd_checkpoint(sd_paths):
+    """The shipped protect-your-checkpoint workflow (ComfyUI's Load Checkpoint -> bridge -> encoder PGD, then the
+    same img2img edit of the clean and the protected image) runs headless with the stand-ins, shrunk onto the tiny
+    SD checkpoint: the perturbation stays within eps, the protected image moves the checkpoint's own VAE latent,
+    and the report measures both edits."""
+    import json
+
+    from comfyui_genart.graph.api import run_workflow
+    from comfyui_genart.graph.context import RunSettings
+
+    shutil.copy(REPO / "input" / "genart-example-emoji.png", sd_paths.input_dir)
+    prompt = json.loads((REPO / "workflows" / "api" / "protect-your-checkpoint.json").read_text())
+    prompt["1"]["inputs"]["ckpt_name"] = "tiny-sd.safetensors"
+    prompt["2"]["inputs"]["image"] = "genart-example-emoji.png"  # ComfyUI's input/example.png in the workflow
+    prompt["3"]["inputs"].update(width=32, height=32)
+    prompt["5"]["inputs"]["steps"] = 5
+    for sampler in ("10", "11"):
+        prompt[sampler]["inputs"]["steps"] = 4
+    report = run_workflow(prompt, settings=RunSettings(paths=sd_paths), keep=["3", "5", "21"])
+    clean, protected = report.outputs["3"]["image"], report.outputs["5"]["image"]
+    eps = prompt["5"]["inputs"]["eps"]
+    assert clean.shape == protected.shape == (1, 32, 32, 3)
+    assert 0 < float((protected - clean).abs().max()) <= eps + 1e-6
+    assert float(report.outputs["21"]["distance"]) > 0
+    assert "edit of protected vs clean" in report.outputs["24"]["table"]
+    (grid,) = report.ui["18"]["images"]
+    assert (sd_paths.output_dir / grid["subfolder"] / grid["filename"]).is_file()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Bridges
 

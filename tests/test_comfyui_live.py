@@ -637,33 +637,50 @@ def test_comfyui_model_through_the_bridge_equals_genart_loader(comfyui: Server, 
     assert psnr >= 40.0
 
 
-def _default_template(server: Server) -> dict[str, Any]:
-    """ComfyUI's default text-to-image workflow (UI format) from the comfyui-workflow-templates package that this
-    ComfyUI pins (0.1.95 for v0.3.64)."""
+def _template(server: Server, name: str) -> dict[str, Any]:
+    """One of ComfyUI's workflow templates (UI format) from the comfyui-workflow-templates package that this
+    ComfyUI pins (0.1.95 for v0.3.64): `default` (text-to-image) or `image2image`."""
     found = subprocess.run([str(server.python), "-c", "import comfyui_workflow_templates as t, os; "
-                            "print(os.path.join(os.path.dirname(t.__file__), 'templates', 'default.json'))"],
+                            f"print(os.path.join(os.path.dirname(t.__file__), 'templates', '{name}.json'))"],
                            capture_output=True, text=True, timeout=60)
     if found.returncode != 0 or not Path(found.stdout.strip()).is_file():
-        pytest.skip("comfyui-workflow-templates (with templates/default.json) is not installed beside this ComfyUI")
+        pytest.skip(f"comfyui-workflow-templates (with templates/{name}.json) is not installed beside this ComfyUI")
     return json.loads(Path(found.stdout.strip()).read_text())
 
 
-def test_default_workflow_headless_agrees_with_comfyui(comfyui: Server, random_sd15: Path, tmp_path: Path,
-                                                       object_info: dict[str, Any]) -> None:
-    """The default text-to-image template runs headless (`python -m graph.run` on the UI file, the stand-ins) and
-    its image agrees with ComfyUI's on the same checkpoint and seed to >= 40 dB PSNR. As shipped (512x512, 20 steps)
-    with GENART_LIVE_SD15_FULL=1; else at 256x256 and 4 steps (--set)."""
+# Per workflow: the node that saves its image, the settings that shrink it for a CPU test run, and what runs as
+# shipped. ComfyUI's templates, and GenArt's own workflow built on ComfyUI's Load Checkpoint.
+TEMPLATES = {
+    "default": ("9", ("5.width=256", "5.height=256", "3.steps=4"), "512x512, euler, 20 steps"),
+    # ComfyUI's input/example.png (768x768) scaled to 0.25 MP = 512x512, dpmpp_2m, 20 steps at denoise 0.87;
+    # shrunk: 0.0625 MP = 256x256 and 4 steps
+    "image2image": ("9", ("18.megapixels=0.0625", "3.steps=4"), "512x512, dpmpp_2m, 20 steps, denoise 0.87"),
+    # example.png at 512x512, PGD 50 steps on the checkpoint's VAE, the same 20-step edit of both at denoise 0.6
+    "protect-your-checkpoint": ("18", ("3.width=128", "3.height=128", "5.steps=5", "10.steps=4", "11.steps=4"),
+                                "512x512, PGD 50 steps, 20 steps at denoise 0.6"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_template_workflow_headless_agrees_with_comfyui(comfyui: Server, random_sd15: Path, tmp_path: Path,
+                                                        object_info: dict[str, Any], name: str) -> None:
+    """ComfyUI's default text-to-image template and its image2image template, and GenArt's protect-your-checkpoint
+    workflow, run in ComfyUI and headless (`python -m graph.run` on the UI file, the stand-ins, ComfyUI's own
+    input/example.png), and their images agree on the same checkpoint and seed to >= 40 dB PSNR. As shipped with
+    GENART_LIVE_SD15_FULL=1; else shrunk (--set)."""
     from comfyui_genart.graph.ui_format import ui_to_api
 
-    workflow = _default_template(comfyui)
+    shipped_file = REPO / "workflows" / f"{name}.json"
+    workflow = json.loads(shipped_file.read_text()) if shipped_file.is_file() else _template(comfyui, name)
+    save_id, shrink, shipped = TEMPLATES[name]
     full = os.environ.get("GENART_LIVE_SD15_FULL") == "1"
-    sets = () if full else ("5.width=256", "5.height=256", "3.steps=4")
+    sets = () if full else shrink
     prompt = ui_to_api(workflow, object_info)  # ComfyUI's own schemas convert it for the server
     for item in sets:
         key, value = item.split("=")
-        node_id, name = key.split(".")
-        prompt[node_id]["inputs"][name] = int(value)
-    (tmp_path / "default.json").write_text(json.dumps(workflow))
+        node_id, input_name = key.split(".")
+        prompt[node_id]["inputs"][input_name] = json.loads(value)
+    (tmp_path / f"{name}.json").write_text(json.dumps(workflow))
     status, answer = comfyui.request("POST", "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex,
                                                           "extra_data": {"extra_pnginfo": {"workflow": workflow}}})
     assert status == 200 and answer["node_errors"] == {}, f"{answer}\n{comfyui.tail()}"
@@ -671,17 +688,18 @@ def test_default_workflow_headless_agrees_with_comfyui(comfyui: Server, random_s
     assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{comfyui.tail()}"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    args = [str(comfyui.python), "-m", "graph.run", str(tmp_path / "default.json"), "--quiet",
-            "--models-dir", str(comfyui.base / "models"), "--output-dir", str(tmp_path / "output"),
-            "--temp-dir", str(tmp_path / "temp"), "--report", str(tmp_path / "report.json")]
+    args = [str(comfyui.python), "-m", "graph.run", str(tmp_path / f"{name}.json"), "--quiet",
+            "--models-dir", str(comfyui.base / "models"), "--input-dir", str(comfyui.base / "input"),
+            "--output-dir", str(tmp_path / "output"), "--temp-dir", str(tmp_path / "temp"),
+            "--report", str(tmp_path / "report.json")]
     for item in sets:
         args += ["--set", item]
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=SD15_TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "report.json").read_text())
-    live, headless = _saved(comfyui, entry, report, tmp_path, "9")
+    live, headless = _saved(comfyui, entry, report, tmp_path, save_id)
     psnr = _psnr(_png_pixels(live), _png_pixels(headless))
-    size = "512x512, 20 steps" if full else "256x256, 4 steps"
-    print(f"\ndefault workflow ({size}): headless vs ComfyUI PSNR {psnr:.1f} dB; "
+    size = shipped if full else ", ".join(sets)
+    print(f"\n{name} template ({size}): headless vs ComfyUI PSNR {psnr:.1f} dB; "
           f"{_seconds_in_comfyui(entry):.1f} s in ComfyUI, {report['seconds']:.1f} s headless")
     assert psnr >= 40.0

@@ -16,9 +16,11 @@ from conftest import REPO
 
 # Training and evaluation workflows ship with their real settings (minutes on the emoji dataset, which is not
 # in git); tests/test_train.py, tests/test_evaluate.py and tests/test_gan_nodes.py run them on a test folder with
-# fewer steps instead.
+# fewer steps instead. protect-your-checkpoint needs the user's SD 1.5 checkpoint: tests/test_comfy_bridge.py runs
+# it on a tiny SD-shaped one.
 WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json")
-                   if not p.stem.startswith(("train-", "evaluate-")) and p.stem != "gan-vs-diffusion")
+                   if not p.stem.startswith(("train-", "evaluate-"))
+                   and p.stem not in ("gan-vs-diffusion", "protect-your-checkpoint"))
 
 
 @pytest.fixture(scope="session")
