@@ -128,16 +128,31 @@ with torch.inference_mode():
     out = nodes.KSampler().sample(model, SEED, STEPS, CFG, "euler", "normal", pos, neg, lat)[0]
     sampling = time.perf_counter() - t
     nodes.VAEDecode().decode(vae, out)
-print(json.dumps({"torch": torch.__version__, "s_per_step": sampling / STEPS,
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-                  "load_seconds": load, "load_peak_rss_gb": load_rss}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # ComfyUI's own run, before the bridge's
+    bridged = None
+    if BRIDGE:  # the same MODEL through GenArt Denoiser From MODEL and GenArt's sampler, in ComfyUI's process
+        sys.path.insert(0, REPO)
+        from graph.run import load_pack
+        load_pack()
+        from comfyui_genart.nodes.comfy_bridge import ConditioningFromComfy, DenoiserFromModel
+        from comfyui_genart.core.denoising import begin_denoising, prepare_guidance
+        handles = DenoiserFromModel(model=model, kind="Euler").run(None)
+        cond = ConditioningFromComfy(positive=pos, negative=neg).run(None).conditioning
+        denoising = begin_denoising(handles.denoiser, handles.scheduler, {"samples": lat["samples"]}, seed=SEED,
+                                    steps=STEPS, start=0, add_noise=True, noise=None, start_input="start_step")
+        guidance = prepare_guidance(handles.denoiser, cond, CFG, 1)
+        t = time.perf_counter()
+        denoising.run(handles.denoiser.model, guidance, denoising.total)
+        bridged = (time.perf_counter() - t) / STEPS
+print(json.dumps({"torch": torch.__version__, "s_per_step": sampling / STEPS, "bridged_s_per_step": bridged,
+                  "peak_rss_gb": peak, "load_seconds": load, "load_peak_rss_gb": load_rss}))
 """
 
 
-def _comfyui(comfy: Path, path: Path, size: int, steps: int) -> dict:
+def _comfyui(comfy: Path, path: Path, size: int, steps: int, bridge: bool = False) -> dict:
     python = Path(os.environ.get("GENART_COMFYUI_PYTHON") or comfy / ".venv" / "bin" / "python")
     head = (f"COMFY, PATH, PROMPT, NEGATIVE = {str(comfy)!r}, {str(path)!r}, {PROMPT!r}, {NEGATIVE!r}\n"
-            f"SIZE, STEPS, SEED, CFG = {size}, {steps}, {SEED}, {CFG}\n")
+            f"SIZE, STEPS, SEED, CFG = {size}, {steps}, {SEED}, {CFG}\nREPO, BRIDGE = {str(REPO)!r}, {bridge}\n")
     done = subprocess.run([str(python), "-c", head + COMFY_SCRIPT], capture_output=True, text=True, cwd=comfy)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
@@ -190,7 +205,7 @@ def main() -> None:
     sides = {"diffusers": lambda size: _child("diffusers", path, size, args.steps),
              "genart": lambda size: _child("genart", path, size, args.steps)}
     if args.comfyui:
-        sides["comfyui"] = lambda size: _comfyui(args.comfyui, path, size, args.steps)
+        sides["comfyui"] = lambda size: _comfyui(args.comfyui, path, size, args.steps, bridge=True)
     for size in args.sizes:
         runs: dict[str, list[dict]] = {name: [] for name in sides}
         for repeat in range(args.repeats):  # the order turns each round: no side always runs first
@@ -207,6 +222,9 @@ def main() -> None:
                   f"diffusers; runs {', '.join(f'{v:.2f}' for v in row['all'])}), peak RSS "
                   f"{row['peak_rss_gb']:.2f} GB ({row['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x)")
         if "comfyui" in rows:
+            bridged = statistics.median(r["bridged_s_per_step"] for r in runs["comfyui"])
+            print(f"  bridged   {bridged:6.2f} s/step ({bridged / ref['s_per_step']:.3f}x diffusers): ComfyUI's MODEL "
+                  "through GenArt Denoiser From MODEL and GenArt's sampler, in ComfyUI's process")
             c, g = rows["comfyui"], rows["genart"]
             print(f"  GenArt vs ComfyUI: {c['s_per_step'] / g['s_per_step']:.2f}x faster per step, "
                   f"{c['peak_rss_gb'] / g['peak_rss_gb']:.2f}x less peak RSS; ComfyUI load {c['load_seconds']:.1f} s "
