@@ -14,7 +14,6 @@ import math
 import secrets
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image as PILImage
@@ -26,7 +25,7 @@ from ..core.denoising import _latent_mask, prepare_guidance
 from ..core.formats.common import ModelLoadError
 from ..core.formats.sd1_checkpoint import SD15_CONFIG, SHIPPED_CONFIGS, load_sd1_checkpoint
 from ..core.handles import AutoencoderHandle, DenoiserHandle, TextEncoderHandle
-from ..core.images import pil_to_tensor
+from ..core.images import pil_to_tensor, tensor_to_pil
 from ..core.ksampling import DiffusionModel, DiscreteSchedule, SamplerName, SchedulerName, comfy_sigmas, ksample
 from ..core.latents import batch_index_of, latent_samples
 from ..core.noise import SEED_MAX, prepare_noise
@@ -319,11 +318,8 @@ class ComfyImageScaleToTotalPixels(Node):
         if width * height > MAX_PIXELS:
             raise ValueError(f"megapixels {self.megapixels}: {width}x{height} exceeds the limit of {MAX_PIXELS} "
                              "pixels per image")
-        if self.upscale_method == "lanczos":
-            frames = [PILImage.fromarray(np.clip(255.0 * frame.permute(1, 2, 0).numpy(), 0, 255).astype(np.uint8))
-                      .resize((width, height), resample=PILImage.Resampling.LANCZOS) for frame in x]
-            y = torch.stack([torch.from_numpy(np.asarray(f).astype(np.float32) / 255.0).permute(2, 0, 1)
-                             for f in frames])
-        else:
-            y = F.interpolate(x, size=(height, width), mode=self.upscale_method)
-        return self.Outputs(IMAGE=nchw_to_image(y))
+        if self.upscale_method == "lanczos":  # through 8-bit images, truncated as ComfyUI does
+            return self.Outputs(IMAGE=torch.cat([
+                pil_to_tensor(tensor_to_pil(frame).resize((width, height), resample=PILImage.Resampling.LANCZOS))[0]
+                for frame in self.image]))
+        return self.Outputs(IMAGE=nchw_to_image(F.interpolate(x, size=(height, width), mode=self.upscale_method)))

@@ -201,7 +201,7 @@ def test_standin_img2img_keeps_the_image_at_low_denoise(sd_paths):
     assert (end - start).abs().mean() < (full - start).abs().mean()
 
 
-def test_standin_scale_to_total_pixels_keeps_the_aspect_as_comfyui(sd_paths):
+def test_standin_scale_to_total_pixels_keeps_the_aspect_as_comfyui():
     """ImageScaleToTotalPixels (the img2img template's): sqrt(int(MP * 2^20) / (w * h)) per side, rounded; lanczos
     goes through 8-bit images as ComfyUI's does, the others are plain interpolation (no antialias, no clamp)."""
     import torch.nn.functional as F
