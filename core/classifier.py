@@ -18,6 +18,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .dataset import ImageFolder, Split, mix_seed
+from .train_loop import learning_rate, set_learning_rate
 
 
 class ImageClassifier(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers' two config_name types
@@ -107,9 +108,7 @@ def train_classifier(data: ImageFolder, config: ClassifierConfig,
         gen = torch.Generator().manual_seed(mix_seed(config.seed, step))
         pick = torch.randint(len(names), (config.batch_size,), generator=gen)
         batch = augment(images[pick], random.Random(mix_seed(config.seed, step, 1)))
-        lr = config.learning_rate * 0.5 * (1 + torch.cos(torch.tensor(step / config.steps * torch.pi)).item())
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, learning_rate(config.learning_rate, step, 0, config.steps))  # cosine to 0
         loss = F.cross_entropy(model(batch), target[pick], weight=weight, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
